@@ -1,0 +1,62 @@
+"""Input checks shared by the package: fail early, name the parameter and the allowed range.
+
+Checks on *values* (positivity, finiteness) only run when the value is concrete; inside
+``jax.jit``/``vmap`` the argument is a tracer and the check is skipped, so the hot paths
+stay traceable. Checks on *shapes* always run, since shapes are static under tracing.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(value) -> bool:
+    """True when ``value`` holds numbers now (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def positive(name: str, value) -> None:
+    """Raise ``ValueError`` unless the scalar ``value`` is finite and > 0."""
+    if not is_concrete(value):
+        return
+    v = np.asarray(value)
+    if v.ndim != 0 or not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def non_negative(name: str, value) -> None:
+    """Raise ``ValueError`` unless the scalar ``value`` is finite and >= 0."""
+    if not is_concrete(value):
+        return
+    v = np.asarray(value)
+    if v.ndim != 0 or not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def integer(name: str, value, minimum: int = 0) -> int:
+    """Return ``value`` as an ``int`` or raise ``ValueError`` if it is not an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def finite(name: str, x) -> None:
+    """Raise ``ValueError`` if the concrete array ``x`` holds NaN or infinity."""
+    if not is_concrete(x):
+        return
+    if not bool(jnp.all(jnp.isfinite(jnp.asarray(x)))):
+        raise ValueError(f"{name} must be finite everywhere; it contains NaN or infinity")
+
+
+def state_dim(name: str, x, minimum: int) -> int:
+    """Return the size of the last axis of ``x``; raise if ``x`` is a scalar or it is < minimum."""
+    shape = jnp.shape(x)
+    if len(shape) == 0 or shape[-1] < minimum:
+        raise ValueError(
+            f"{name} must have a last (state) axis of size >= {minimum}, got shape {shape}"
+        )
+    return shape[-1]

@@ -1,0 +1,168 @@
+r"""Observations: operators, noise, masks and the paper's observation schedule.
+
+An observation at step :math:`n` is :math:`y_n = h(x_n) + \varepsilon_n`,
+:math:`\varepsilon_n \sim N(0, \sigma^2 I)`, on the components selected by a boolean mask.
+To keep shapes static under ``jit`` and ``scan``, observations are stored at full state size
+``d`` together with the mask: ``values`` is zero where ``mask`` is False (never NaN, which would
+survive multiplication by zero inside a filter).
+
+Operators are looked up by name (``"identity"``, ``"arctan"``) or passed as any
+differentiable callable acting elementwise on a state ``(..., d) -> (..., d)``.
+The paper's set-up: ``h = arctan``, :math:`\sigma = 0.01`, full observation or 5 of 20
+components drawn anew at every step, 15 observed steps then 5 forecast-only steps.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from scoreda import _checks
+
+Operator = Callable[[jax.Array], jax.Array]
+
+
+def identity(x: jax.Array) -> jax.Array:
+    """:math:`h(x) = x`."""
+    return x
+
+
+def arctan(x: jax.Array) -> jax.Array:
+    """:math:`h(x) = \\arctan(x)`, elementwise; its range is (-pi/2, pi/2), so large states saturate."""
+    return jnp.arctan(x)
+
+
+OPERATORS: dict[str, Operator] = {"identity": identity, "arctan": arctan}
+
+
+def operator(obs: str | Operator) -> Operator:
+    """Return the observation operator named ``obs`` or ``obs`` itself when it is callable."""
+    if callable(obs):
+        return obs
+    try:
+        return OPERATORS[obs]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"obs must be one of {sorted(OPERATORS)} or a callable, got {obs!r}"
+        ) from None
+
+
+def add_noise(key: jax.Array, y: jax.Array, std) -> jax.Array:
+    """``y + std * xi`` with ``xi ~ N(0, I)``, same shape and dtype as ``y``; ``std >= 0``."""
+    _checks.non_negative("std", std)
+    return y + std * jax.random.normal(key, jnp.shape(y), jnp.result_type(y, jnp.float32))
+
+
+def fixed_mask(d: int, indices) -> jax.Array:
+    """Boolean mask of shape ``(d,)``, True at ``indices`` (each in ``[0, d)``, no repeats)."""
+    _checks.integer("d", d, 1)
+    idx = jnp.asarray(indices, dtype=int).ravel()
+    if _checks.is_concrete(idx):
+        if idx.size > d:
+            raise ValueError(f"indices selects {idx.size} components but the state has d={d}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= d):
+            raise ValueError(f"indices must lie in [0, {d}), got {indices!r}")
+        if jnp.unique(idx).size != idx.size:
+            raise ValueError(f"indices must not repeat, got {indices!r}")
+    return jnp.zeros(d, dtype=bool).at[idx].set(True)
+
+
+def random_masks(key: jax.Array, n_steps: int, d: int, k: int) -> jax.Array:
+    """A new random subset of ``k`` of the ``d`` components at each of ``n_steps`` steps.
+
+    Returns a boolean array ``(n_steps, d)`` with exactly ``k`` True entries per row, each
+    subset uniform over all subsets of size ``k`` and independent across steps.
+    """
+    _checks.integer("n_steps", n_steps, 0)
+    _checks.integer("d", d, 1)
+    _checks.integer("k", k, 0)
+    if k > d:
+        raise ValueError(f"k (observed components per step) must be <= d={d}, got {k}")
+    # The k smallest of d iid uniforms form a uniformly random k-subset.
+    u = jax.random.uniform(key, (n_steps, d))
+    ranks = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
+    return ranks < k
+
+
+def cycle_schedule(
+    n_steps: int, n_observed: int = 15, n_free: int = 5, start: int = 0
+) -> jax.Array:
+    """The paper's observation schedule: repeat ``n_observed`` observed steps, then ``n_free``
+    forecast-only steps, beginning at step ``start`` (steps before it are never observed).
+
+    Returns a boolean array ``(n_steps,)``, True at observed steps. The paper: 15 and 5,
+    ``start = 20`` (the first 20 states form the surrogate's initial history).
+    """
+    _checks.integer("n_steps", n_steps, 0)
+    _checks.integer("n_observed", n_observed, 0)
+    _checks.integer("n_free", n_free, 0)
+    _checks.integer("start", start, 0)
+    if n_observed + n_free == 0:
+        raise ValueError("n_observed + n_free must be > 0")
+    step = jnp.arange(n_steps)
+    return (step >= start) & ((step - start) % (n_observed + n_free) < n_observed)
+
+
+class Observations(NamedTuple):
+    """Observations of a trajectory, stored at full size with masks.
+
+    Fields:
+      values: ``y_n`` where observed, 0 elsewhere; shape ``(T, d)``.
+      mask: True where component ``i`` is observed at step ``n``; shape ``(T, d)``.
+      observed: True at steps with any observation (the schedule); shape ``(T,)``.
+      std: the observation noise standard deviation :math:`\\sigma` (scalar).
+    """
+
+    values: jax.Array
+    mask: jax.Array
+    observed: jax.Array
+    std: jax.Array
+
+
+def observe(
+    key: jax.Array,
+    truth: jax.Array,
+    obs: str | Operator = "arctan",
+    std: float = 0.01,
+    *,
+    mask: jax.Array | None = None,
+    schedule: jax.Array | None = None,
+) -> Observations:
+    """Simulate noisy observations ``y_n = h(x_n) + N(0, std^2)`` of a true trajectory.
+
+    Args:
+      key: PRNG key for the noise.
+      truth: true states, shape ``(T, d)``.
+      obs: observation operator, a name or a callable.
+      std: noise standard deviation, >= 0.
+      mask: observed components, ``(d,)`` (the same every step) or ``(T, d)``; default all.
+      schedule: observed steps ``(T,)``; default every step.
+
+    Returns:
+      :class:`Observations` with ``values``, ``mask`` of shape ``(T, d)``; the mask is
+      False at every component of unobserved steps.
+    """
+    truth = jnp.asarray(truth)
+    if truth.ndim != 2:
+        raise ValueError(f"truth must have shape (T, d), got {truth.shape}")
+    n_steps, d = truth.shape
+    _checks.finite("truth", truth)
+    h = operator(obs)
+    mask = jnp.ones((n_steps, d), bool) if mask is None else jnp.asarray(mask, bool)
+    if mask.shape == (d,):
+        mask = jnp.broadcast_to(mask, (n_steps, d))
+    if mask.shape != (n_steps, d):
+        raise ValueError(f"mask must have shape (d,) = ({d},) or (T, d) = {(n_steps, d)}, got {mask.shape}")
+    schedule = jnp.ones(n_steps, bool) if schedule is None else jnp.asarray(schedule, bool)
+    if schedule.shape != (n_steps,):
+        raise ValueError(f"schedule must have shape (T,) = ({n_steps},), got {schedule.shape}")
+    mask = mask & schedule[:, None]
+    y = add_noise(key, h(truth), std)
+    return Observations(
+        values=jnp.where(mask, y, 0.0),
+        mask=mask,
+        observed=schedule & jnp.any(mask, axis=-1),
+        std=jnp.asarray(std, y.dtype),
+    )

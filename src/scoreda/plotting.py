@@ -1,0 +1,62 @@
+"""The book's figures: one style, a few reusable plots (matplotlib only)."""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+
+#: Colours of the quantities the book compares, the same on every page.
+COLORS = {
+    "truth": "black",
+    "SSP": "#4c72b0",
+    "LTP": "#dd8452",
+    "EnSF": "#55a868",
+    "EnKF": "#c44e52",
+    "ETKF": "#8172b3",
+    "LETKF": "#937860",
+    "observation": "#da8bc3",
+}
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "figure.figsize": (7.0, 3.6),
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 10,
+    "legend.frameon": False,
+    "image.cmap": "RdBu_r",
+}
+
+
+def use_style() -> None:
+    """Apply the book's matplotlib style to every later figure."""
+    mpl.rcParams.update(STYLE)
+
+
+def hovmoller(ax, field, t, x, *, label: str = "", cmap: str = "RdBu_r", vmin=None, vmax=None,
+              colorbar: bool = True):
+    """Space-time picture of ``field`` (shape ``(len(t), len(x))``): time across, space up.
+
+    The colour scale is symmetric about zero unless ``vmin``/``vmax`` are given.
+    Returns the image artist.
+    """
+    field = np.asarray(field)
+    if field.shape != (len(t), len(x)):
+        raise ValueError(f"field must have shape (len(t), len(x)) = {(len(t), len(x))}, got {field.shape}")
+    if vmin is None and vmax is None:
+        vmax = float(np.nanmax(np.abs(field)))
+        vmin = -vmax
+    dx = (x[1] - x[0]) if len(x) > 1 else 1.0
+    image = ax.imshow(
+        field.T, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+        extent=(t[0], t[-1], x[0] - 0.5 * dx, x[-1] + 0.5 * dx), interpolation="nearest",
+    )
+    ax.grid(False)
+    ax.set_xlabel("time")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label=label, pad=0.01)
+    return image

@@ -82,8 +82,15 @@ def test_two_solitons_leave_their_collision_with_unchanged_speeds(x64):
     speeds = ((pos[i1] - pos[i0]) % L) / (0.5 * (i1 - i0))
     np.testing.assert_allclose(speeds, [1.0, 0.5], rtol=1e-4)
     np.testing.assert_allclose(height[i0:i1].mean(0), [0.5, 0.25], rtol=1e-3)
-    free_fast = (10.0 + 1.0 * 55.0) % L
-    assert 1.0 < (pos[i0, 0] - free_fast) % L < 6.0  # shifted forward by a few units
+    # Analytic phase shifts (e.g. Drazin & Johnson 1989), with kappa_i = sqrt(c_i) / 2:
+    # fast soliton +ln((k1 + k2) / (k1 - k2)) / k1, slow one -ln(...) / k2.
+    k1, k2 = 0.5, np.sqrt(0.5) / 2
+    log_ratio = np.log((k1 + k2) / (k1 - k2))
+    t0 = 0.5 * i0
+    shift_fast = (pos[i0, 0] - (10.0 + 1.0 * t0) + L / 2) % L - L / 2
+    shift_slow = (pos[i0, 1] - (30.0 + 0.5 * t0) + L / 2) % L - L / 2
+    np.testing.assert_allclose([shift_fast, shift_slow], [log_ratio / k1, -log_ratio / k2], atol=0.05)
+    np.testing.assert_allclose(kdv.collision_phase_shifts(1.0, 0.5), [log_ratio / k1, -log_ratio / k2])
 
 
 def test_solve_is_batched_and_vmappable():

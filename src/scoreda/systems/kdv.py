@@ -305,3 +305,18 @@ def soliton_peaks(u, length: float = LENGTH, n_peaks: int = 2, upsample: int = 3
         heights[row, : idx.size] = fc - 0.25 * (fl - fr) * shift
     shape = u.shape[:-1] + (n_peaks,)
     return positions.reshape(shape), heights.reshape(shape)
+
+
+def collision_phase_shifts(c_fast, c_slow):
+    r"""Position shifts of two solitons after they collide (exact, for u_t = -6uu_x - u_xxx).
+
+    With :math:`\kappa_i = \sqrt{c_i}/2` and :math:`\ell = \ln\frac{\kappa_1 + \kappa_2}{\kappa_1 - \kappa_2}`,
+    the fast soliton ends :math:`\ell/\kappa_1` ahead of where it would be alone and the slow
+    one :math:`\ell/\kappa_2` behind (Drazin & Johnson 1989, ch. 5). Requires ``c_fast > c_slow > 0``.
+    Returns ``(shift_fast, shift_slow)``, the second negative.
+    """
+    if not c_fast > c_slow > 0:
+        raise ValueError(f"need c_fast > c_slow > 0, got c_fast={c_fast}, c_slow={c_slow}")
+    k1, k2 = np.sqrt(c_fast) / 2, np.sqrt(c_slow) / 2
+    log_ratio = np.log((k1 + k2) / (k1 - k2))
+    return log_ratio / k1, -log_ratio / k2

@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmark scripts: timing, machine facts, atomic result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """Best wall-clock seconds of ``repeats`` calls of ``fn()`` (``fn`` blocks until done)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "device": str(jax.devices()[0]),
+    }
+
+
+def write_results(name: str, rows: list[dict], markdown: str) -> Path:
+    """Write ``results/NAME.json`` and ``results/NAME.md`` atomically (temp file, then rename)."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"machine": machine(), "rows": rows}
+    for suffix, text in ((".json", json.dumps(payload, indent=2)), (".md", markdown)):
+        path = RESULTS / f"{name}{suffix}"
+        tmp = path.with_suffix(suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return RESULTS / f"{name}.md"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

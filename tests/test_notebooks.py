@@ -1,0 +1,81 @@
+"""The book's notebooks: structure, a papermill run at small sizes, and the book build.
+
+nbval re-executes every notebook at its stored defaults (``pytest --nbval-lax notebooks``,
+see scripts/test.sh) and compares the cells marked ``# NBVAL_CHECK_OUTPUT``. The tests here
+check what nbval does not: that each notebook has a ``parameters`` cell, that papermill can
+override its parameters, and that the book builds without a warning.
+"""
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+#: Small parameters for the papermill run of each notebook (seconds, not minutes).
+SMALL = {
+    "01_lorenz96.ipynb": dict(n_steps=200, n_trajectories=4, lyapunov_time=20.0, climate_time=50.0),
+    "02_kdv.ipynb": dict(t_final=20.0, n_initial_conditions=3),
+}
+
+
+def parameters_of(path: Path) -> dict:
+    """Names and default values assigned in the notebook's cell tagged ``parameters``."""
+    cells = json.loads(path.read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters', found {len(tagged)}"
+    tree = ast.parse("".join(tagged[0]["source"]))
+    return {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+
+
+def test_every_notebook_is_registered_and_stored_executed():
+    assert NOTEBOOKS, "no notebooks found"
+    assert {p.name for p in NOTEBOOKS} == set(SMALL)
+    for path in NOTEBOOKS:
+        cells = json.loads(path.read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+        assert all(c.get("execution_count") for c in code), f"{path.name} is not stored executed"
+        assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_through_papermill_with_small_parameters(path, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    defaults = parameters_of(path)
+    small = SMALL[path.name]
+    unknown = set(small) - set(defaults)
+    assert not unknown, f"{path.name} has no parameters {unknown}"
+    assert defaults.get("scale") == "book"
+    out = tmp_path / path.name
+    papermill.execute_notebook(
+        str(path), str(out), parameters=small, cwd=str(path.parent), kernel_name="python3",
+        progress_bar=False,
+    )
+    executed = json.loads(out.read_text())
+    injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected, "papermill did not inject the parameters"
+
+
+def test_book_builds_without_warnings(tmp_path):
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
+    if jb is None:
+        pytest.skip("jupyter-book is not installed (install the [book] extra)")
+    result = subprocess.run(
+        [jb, "build", str(ROOT), "--path-output", str(tmp_path), "--all", "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    html = tmp_path / "_build" / "html"
+    for page in ("book/intro.html", "notebooks/01_lorenz96.html", "notebooks/02_kdv.html",
+                 "book/bibliography.html"):
+        assert (html / page).is_file(), page

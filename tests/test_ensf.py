@@ -1,0 +1,217 @@
+"""EnSF against exact references: scores equal the gradients of the log densities they stand
+for, the reverse SDE reproduces a known distribution, and an analysis beats its forecast."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.special import logsumexp
+from jax.scipy.stats import norm
+
+from scoreda.filters import ensf
+from scoreda.systems import lorenz96 as l96
+
+
+@pytest.fixture
+def ensemble64(x64):
+    k1, k2 = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(k1, (7, 5), jnp.float64) * 2.0
+    z = jax.random.normal(k2, (7, 5), jnp.float64) * 2.0
+    return x, z
+
+
+@pytest.mark.parametrize("t, v", [(0.9, 0.0), (0.3, 0.1), (0.02, 0.0946)])
+def test_paired_prior_score_is_the_gradient_of_its_gaussian(ensemble64, t, v):
+    x, z = ensemble64
+    sched = ensf.schedule(0.5, 0.025, 1000, jnp.float64)
+    alpha = 1 - 0.5 * t
+    beta2 = 0.025 + 0.975 * t
+    logp = lambda zj, xj: jnp.sum(norm.logpdf(zj, alpha * xj, jnp.sqrt(alpha**2 * v + beta2)))
+    expected = jax.vmap(jax.grad(logp))(z, x)
+    got = ensf.paired_prior_score(z, x, alpha, beta2, v)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert sched.t.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("t, v", [(0.9, 0.0), (0.3, 0.1), (0.05, 0.5)])
+def test_mixture_prior_score_is_the_gradient_of_the_gaussian_mixture(ensemble64, t, v):
+    x, z = ensemble64
+    alpha, beta2 = 1 - 0.4 * t, 0.05 + 0.95 * t
+    sd = jnp.sqrt(alpha**2 * v + beta2)
+
+    def log_mixture(zj):
+        comp = jnp.sum(norm.logpdf(zj[None, :], alpha * x, sd), axis=-1)
+        return logsumexp(comp) - jnp.log(x.shape[0])
+
+    expected = jax.vmap(jax.grad(log_mixture))(z)
+    got = ensf.mixture_prior_score(z, x, alpha, beta2, v)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("obs", ["identity", "arctan", "callable"])
+def test_likelihood_score_is_the_gradient_of_the_log_likelihood(ensemble64, obs):
+    _, z = ensemble64
+    y = jnp.linspace(-1, 1, 5)
+    mask = jnp.array([True, False, True, True, False])
+    sigma = 0.05
+    h = {"identity": lambda s: s, "arctan": jnp.arctan, "callable": lambda s: jnp.sin(s) + 0.1 * s**2}[obs]
+    loglik = lambda zj: -jnp.sum(jnp.where(mask, (h(zj) - y) ** 2, 0.0)) / (2 * sigma**2)
+    expected = jax.vmap(jax.grad(loglik))(z)
+    op = h if obs == "callable" else obs
+    got = ensf.likelihood_score(z, y, sigma, op, mask, fast=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-8)
+    assert np.all(np.asarray(got)[:, ~np.asarray(mask)] == 0)
+
+
+def test_schedule_coefficients_are_the_derivatives():
+    # f = d log(alpha)/dt and g^2 = d(beta^2)/dt - 2 f beta^2, checked by finite differences.
+    s = ensf.schedule(0.3, 0.05, 10)
+    t = np.asarray(s.t, np.float64)
+    alpha = lambda t: 1 - 0.7 * t
+    beta2 = lambda t: 0.05 + 0.95 * t
+    h = 1e-6
+    f = (np.log(alpha(t + h)) - np.log(alpha(t - h))) / (2 * h)
+    g2 = (beta2(t + h) - beta2(t - h)) / (2 * h) - 2 * f * beta2(t)
+    np.testing.assert_allclose(s.drift, f, rtol=1e-5)
+    np.testing.assert_allclose(s.diffusion2, g2, rtol=1e-5)
+    assert float(s.t[0]) == 1.0 and float(s.t[-1]) == pytest.approx(0.1)
+
+
+def no_observation(prior, key, ens, v, eps_b, n_steps=1000):
+    d = ens.shape[1]
+    return ensf.analysis(key, ens, jnp.zeros(d), 1.0, mask=jnp.zeros(d, bool), prior=prior,
+                         kernel_var=v, eps_a=0.3, eps_b=eps_b, n_steps=n_steps, start="marginal")
+
+
+def test_paired_without_observations_samples_each_members_kernel():
+    # With no observation and the exact start, member j must end as N(x_j, v + eps_b):
+    # the forward process at t = 0 of the kernel N(x_j, v). 2000 x 10 samples: the mean of
+    # z - x has standard error 0.005, the variance a relative one of 1 %.
+    ens = l96.initial_states(jax.random.key(1), 10, (2000,))
+    v, eps_b = 0.2, 0.05
+    z = no_observation("paired", jax.random.key(2), ens, v, eps_b)
+    r = np.asarray(z - ens, np.float64).ravel()
+    se = np.sqrt((v + eps_b) / r.size)
+    assert abs(r.mean()) < 5 * se
+    # Euler-Maruyama with K = 1000 leaves a bias of order 1/K; allow 4 %.
+    assert abs(r.var() / (v + eps_b) - 1) < 0.04, r.var()
+
+
+def test_mixture_without_observations_matches_the_gaussian_prior():
+    # Members drawn from a Gaussian prior N(mu, diag(s^2)); the mixture estimator must return
+    # a sample of the kernel density: mean mu, variance s^2 + v + eps_b, within Monte Carlo
+    # error of 1000 members (checked on each of 3 components).
+    mu = jnp.array([1.0, -2.0, 3.0])
+    s = jnp.array([1.0, 2.0, 0.5])
+    ens = mu + s * jax.random.normal(jax.random.key(3), (1000, 3))
+    v, eps_b = 0.1, 0.05
+    z = np.asarray(no_observation("mixture", jax.random.key(4), ens, v, eps_b, n_steps=500), np.float64)
+    ens = np.asarray(ens, np.float64)
+    target_var = ens.var(0) + v + eps_b
+    np.testing.assert_array_less(np.abs(z.mean(0) - ens.mean(0)), 5 * np.sqrt(target_var / 1000))
+    np.testing.assert_allclose(z.var(0) / target_var, 1.0, atol=0.15)
+
+
+def lorenz_case(n_members=40, d=40, seed=0):
+    key = jax.random.key(seed)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    truth = l96.trajectory(l96.initial_states(k1, d), 500, 0.05, save_every=500)[-1]
+    # a forecast whose mean is off by about one unit, with spread 1
+    forecast = truth + jax.random.normal(k2, (d,)) + jax.random.normal(k3, (n_members, d))
+    y = jnp.arctan(truth) + 0.01 * jax.random.normal(k4, (d,))
+    return truth, forecast, y
+
+
+@pytest.mark.parametrize("prior", ["paired", "mixture"])
+def test_analysis_beats_the_forecast_on_lorenz96_with_arctan_observations(prior):
+    truth, forecast, y = lorenz_case()
+    rmse = lambda e: float(jnp.sqrt(jnp.mean((e.mean(0) - truth) ** 2)))
+    analysis = ensf.analysis(jax.random.key(5), forecast, y, 0.01, obs="arctan", prior=prior,
+                             kernel_var=0.5 if prior == "mixture" else 0.0, n_steps=500)
+    assert analysis.shape == forecast.shape
+    assert rmse(analysis) < 0.7 * rmse(forecast), (rmse(forecast), rmse(analysis))
+
+
+def test_partial_observation_leaves_paired_unobserved_components_to_the_prior():
+    truth, forecast, y = lorenz_case(seed=1)
+    mask = jnp.arange(40) % 4 == 0
+    a = ensf.analysis(jax.random.key(6), forecast, y, 0.01, obs="arctan", mask=mask, n_steps=300,
+                      eps_a=1.0, eps_b=0.0, start="marginal")
+    # eps_a = 1, eps_b = 0, v = 0: the prior score is -(z - x_j) / t, so the last Euler step
+    # (t = 1/K) lands exactly on x_j and then adds its noise sqrt(1/K) xi. Unobserved
+    # components must therefore end at the forecast plus N(0, 1/K) noise, K = 300.
+    r = np.asarray(a[:, ~mask] - forecast[:, ~mask], np.float64).ravel()
+    assert abs(r.mean()) < 5 * np.sqrt(1 / 300 / r.size)
+    assert abs(r.std() / np.sqrt(1 / 300) - 1) < 0.1
+    assert float(jnp.abs(a[:, mask] - forecast[:, mask]).mean()) > 0.1
+
+
+def test_blocked_fast_path_equals_the_plain_loop():
+    truth, forecast, y = lorenz_case(n_members=8, d=37)
+    kw = dict(obs="arctan", n_steps=50, eps_a=0.5, eps_b=0.025)
+    blocked = ensf._paired_blocked(jax.random.key(7), forecast, y, jnp.ones(37, bool), 0.01, 0.0,
+                                   0.5, 0.025, 1000.0, obs="arctan", n_steps=50, start="standard",
+                                   block_size=5)
+    plain = ensf.analysis(jax.random.key(7), forecast, y, 0.01, **kw, block_size=37)
+    general = ensf._general(jax.random.key(7), forecast, y, jnp.ones(37, bool), 0.01, 0.0, 0.5,
+                            0.025, 1000.0, obs="arctan", prior="paired", n_steps=50,
+                            start="standard", noise="hash")
+    np.testing.assert_allclose(blocked, plain, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(blocked, general, rtol=1e-5, atol=1e-5)
+
+
+def _max_intermediate_size(jaxpr) -> int:
+    biggest = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            biggest = max(biggest, int(np.prod(getattr(var.aval, "shape", ()))))
+        for param in eqn.params.values():
+            subs = param if isinstance(param, (list, tuple)) else [param]
+            for sub in subs:
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    biggest = max(biggest, _max_intermediate_size(getattr(inner, "jaxpr", inner)))
+    return biggest
+
+
+def test_mixture_never_builds_an_n_by_n_by_d_array():
+    n, d = 16, 64  # N * N * d = 16384 > N * d = 1024 and N * N = 256
+    x = jnp.ones((n, d))
+    fn = lambda x: ensf.analysis(jax.random.key(0), x, jnp.zeros(d), 0.1, prior="mixture", n_steps=3)
+    biggest = _max_intermediate_size(jax.make_jaxpr(fn)(x).jaxpr)
+    assert biggest <= max(n * d, n * n), biggest
+
+
+def test_callable_observation_matches_the_named_operator(x64):
+    # Same noise, same equations: the closed-form arctan score and the jax.vjp of a callable
+    # agree to the accuracy of the fast arctan. sigma = 0.5 keeps the Euler steps stable
+    # (with a stiff likelihood, Euler oscillates and amplifies any rounding difference).
+    truth, forecast, y = lorenz_case(n_members=10, d=12)
+    forecast, y = forecast.astype(jnp.float64), y.astype(jnp.float64)
+    kw = dict(n_steps=100, noise="threefry")
+    named = ensf.analysis(jax.random.key(8), forecast, y, 0.5, obs="arctan", **kw)
+    called = ensf.analysis(jax.random.key(8), forecast, y, 0.5, obs=jnp.arctan, **kw)
+    np.testing.assert_allclose(named, called, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(ensemble=jnp.ones(5)), "ensemble must have shape"),
+        (dict(y=jnp.ones(4)), "y must have shape"),
+        (dict(mask=jnp.ones(4, bool)), "mask must have shape"),
+        (dict(obs_std=0.0), "obs_std must be"),
+        (dict(obs="cubic"), "obs must be one of"),
+        (dict(prior="kde"), "prior must be one of"),
+        (dict(eps_a=0.0), r"eps_a must lie in \(0, 1\]"),
+        (dict(eps_b=1.0), r"eps_b must lie in \[0, 1\)"),
+        (dict(n_steps=0), "n_steps must be an integer >= 1"),
+        (dict(kernel_var=-1.0), "kernel_var must be"),
+        (dict(ensemble=jnp.ones((3, 5)).at[0, 0].set(jnp.nan)), "ensemble must be finite"),
+    ],
+)
+def test_bad_input_is_refused(kwargs, match):
+    args = dict(ensemble=jnp.ones((3, 5)), y=jnp.zeros(5), obs_std=0.1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ensf.analysis(jax.random.key(0), args.pop("ensemble"), args.pop("y"), args.pop("obs_std"), **args)

@@ -1,5 +1,12 @@
-"""Analysis steps: ensemble in, ensemble out (pure, jit-able). See ``ensf`` and ``kalman``."""
+"""Analysis steps: ensemble in, ensemble out (pure, jit-able).
 
-from scoreda.filters import ensf
+Every filter has the signature ``analysis(key, ensemble, y, obs_std, *, obs, mask=None,
+**params) -> analysis_ensemble`` with ``ensemble`` of shape ``(N, d)`` (members first),
+``y`` and ``mask`` of shape ``(d,)``.
+"""
 
-__all__ = ["ensf"]
+from scoreda.filters import ensf, kalman
+from scoreda.filters.ensf import analysis as ensf_analysis
+from scoreda.filters.kalman import enkf, etkf, letkf
+
+__all__ = ["ensf", "kalman", "ensf_analysis", "enkf", "etkf", "letkf"]

@@ -1,0 +1,131 @@
+"""The cycling driver: the DAPPER Lorenz-96 benchmark, divergence reports, history windows."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scoreda import assimilate, observe
+from scoreda.filters import ensf, kalman
+from scoreda.systems import lorenz96 as l96
+
+BURN_IN, SCORED = 200, 1000
+L96_STEP = assimilate.deterministic(partial(l96.step, dt=0.05, forcing=8.0))
+
+
+@pytest.fixture(scope="module")
+def sakov2008():
+    """DAPPER's "Sakov 2008" twin: d = 40, F = 8, RK4 dt = 0.05, every component observed
+    every step with R = I (Sakov & Oke 2008)."""
+    k_truth, k_obs, k_ens = jax.random.split(jax.random.key(2008), 3)
+    x0 = l96.trajectory(l96.initial_states(k_truth, 40), 1000, 0.05, save_every=1000)[-1]
+    truth = l96.trajectory(x0, BURN_IN + SCORED - 1, 0.05)
+    obs = observe.observe(k_obs, truth, "identity", 1.0)
+    return truth, obs, k_ens
+
+
+@pytest.mark.parametrize(
+    "name, filter_fn, n_members, bound",
+    [
+        # DAPPER's published scores for this benchmark: about 0.18 (ETKF), 0.22 (EnKF, N = 40)
+        ("ETKF N=40 infl=1.02", partial(kalman.etkf, inflation=1.02), 40, 0.19),
+        ("LETKF N=20 radius=4 infl=1.04", partial(kalman.letkf, inflation=1.04, radius=4.0), 20, 0.22),
+        ("EnKF N=40 infl=1.06", partial(kalman.enkf, inflation=1.06), 40, 0.23),
+    ],
+)
+def test_kalman_filters_reach_dapper_scores_on_sakov2008(sakov2008, name, filter_fn, n_members, bound):
+    truth, obs, k_ens = sakov2008
+    ens0 = truth[0] + jax.random.normal(k_ens, (n_members, 40))
+    result = assimilate.cycle(jax.random.key(1), L96_STEP, filter_fn, truth, obs, ens0)
+    score = float(np.mean(result.analysis_rmse[BURN_IN:]))
+    # the lower bound guards against a test that cannot fail (the observation error is 1)
+    assert 0.1 < score <= bound, (name, score)
+    assert result.diverged_step == -1
+
+
+def test_ensf_tracks_lorenz96_with_arctan_observations():
+    # 300 cycles, d = 40, every component observed through arctan with sigma = 0.05 every
+    # 5th step: EnSF must stay far below the climatological error (about 5 for two
+    # independent states) and below the free-running forecast.
+    key = jax.random.key(3)
+    k_truth, k_obs, k_ens = jax.random.split(key, 3)
+    x0 = l96.trajectory(l96.initial_states(k_truth, 40), 1000, 0.05, save_every=1000)[-1]
+    truth = l96.trajectory(x0, 299, 0.01)
+    sched = jnp.arange(300) % 5 == 0
+    obs = observe.observe(k_obs, truth, "arctan", 0.05, schedule=sched)
+    ens0 = truth[0] + jax.random.normal(k_ens, (20, 40))
+    step = assimilate.deterministic(partial(l96.step, dt=0.01, forcing=8.0))
+    filt = partial(ensf.analysis, obs="arctan", eps_a=0.5, eps_b=0.025, n_steps=200)
+    result = assimilate.cycle(jax.random.key(4), step, filt, truth, obs, ens0)
+    free = assimilate.cycle(jax.random.key(4), step, filt, truth,
+                            obs._replace(observed=jnp.zeros(300, bool)), ens0,
+                            schedule=jnp.zeros(300, bool))
+    late = slice(150, 300)
+    assert np.mean(result.analysis_rmse[late]) < 1.0
+    assert np.mean(result.analysis_rmse[late]) < 0.3 * np.mean(free.forecast_rmse[late])
+
+
+def test_unobserved_steps_are_free_forecasts_of_the_model():
+    truth = l96.trajectory(l96.initial_states(jax.random.key(5), 8), 30, 0.05)
+    obs = observe.observe(jax.random.key(6), truth, "identity", 1.0)
+    never = jnp.zeros(31, bool)
+    result = assimilate.cycle(jax.random.key(7), L96_STEP, kalman.etkf, truth, obs,
+                              jnp.stack([truth[0]] * 3), schedule=never)
+    np.testing.assert_allclose(result.forecast_mean, truth, atol=1e-4)
+    np.testing.assert_allclose(result.analysis_rmse, 0.0, atol=1e-4)
+    assert not result.observed.any()
+
+
+def test_history_window_model_is_fed_its_own_analysis():
+    # A window model that only uses the newest state must give exactly the state model's
+    # result, and the analysis must land in the newest slot of the window.
+    truth = l96.trajectory(l96.initial_states(jax.random.key(8), 10), 40, 0.05)
+    obs = observe.observe(jax.random.key(9), truth, "identity", 0.5)
+    ens0 = truth[0] + jax.random.normal(jax.random.key(10), (12, 10))
+    window0 = jnp.repeat(ens0[:, None], 4, axis=1)  # (N, W=4, d)
+    window_model = lambda hist, key: l96.step(hist[-1], 0.05)
+    filt = partial(kalman.etkf, inflation=1.05)
+    plain = assimilate.cycle(jax.random.key(11), L96_STEP, filt, truth, obs, ens0)
+    windowed = assimilate.cycle(jax.random.key(11), window_model, filt, truth, obs, window0)
+    np.testing.assert_allclose(windowed.analysis_mean, plain.analysis_mean, rtol=1e-5, atol=1e-5)
+    assert windowed.final_members.shape == (12, 4, 10)
+    np.testing.assert_allclose(windowed.final_members[:, -1], plain.final_members, atol=1e-5)
+
+
+def test_divergence_stops_with_the_step_and_rmse():
+    truth = l96.trajectory(l96.initial_states(jax.random.key(12), 8), 20, 0.05)
+    obs = observe.observe(jax.random.key(13), truth, "identity", 1.0)
+    ens0 = truth[0] + jax.random.normal(jax.random.key(14), (5, 8))
+
+    def no_update(key, ensemble, y, obs_std, mask=None):
+        return ensemble
+
+    exploding = assimilate.deterministic(lambda x: x * 3.0)  # leaves any bound quickly
+    with pytest.raises(assimilate.FilterDivergence, match=r"diverged at step \d+: RMSE"):
+        assimilate.cycle(jax.random.key(15), exploding, no_update, truth, obs, ens0,
+                         divergence_bound=100.0)
+    report = assimilate.cycle(jax.random.key(15), exploding, no_update, truth, obs, ens0,
+                              divergence_bound=100.0, on_divergence="report", chunk=4)
+    k = report.diverged_step
+    assert k > 0 and report.analysis_rmse[k] > 100.0
+    assert np.all(report.analysis_rmse[:k] <= 100.0)
+    assert np.all(np.isnan(report.analysis_rmse[k + 1:]))
+
+    def nan_filter(key, ensemble, y, obs_std, mask=None):
+        return ensemble * jnp.nan
+
+    with pytest.raises(assimilate.FilterDivergence, match="not finite"):
+        assimilate.cycle(jax.random.key(16), L96_STEP, nan_filter, truth, obs, ens0)
+
+
+def test_cycle_refuses_mismatched_shapes():
+    truth = jnp.zeros((10, 8))
+    obs = observe.observe(jax.random.key(0), truth, "identity", 1.0)
+    with pytest.raises(ValueError, match="ensemble0 must have shape"):
+        assimilate.cycle(jax.random.key(0), L96_STEP, kalman.etkf, truth, obs, jnp.zeros((4, 7)))
+    with pytest.raises(ValueError, match="truth must have shape"):
+        assimilate.cycle(jax.random.key(0), L96_STEP, kalman.etkf, truth[0], obs, jnp.zeros((4, 8)))
+    with pytest.raises(ValueError, match="observations must have"):
+        assimilate.cycle(jax.random.key(0), L96_STEP, kalman.etkf, truth[:5], obs, jnp.zeros((4, 8)))

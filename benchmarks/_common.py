@@ -36,7 +36,7 @@ def machine() -> dict:
     }
 
 
-def write_results(name: str, rows: list[dict], markdown: str) -> Path:
+def write_results(name: str, rows, markdown: str) -> Path:
     """Write ``results/NAME.json`` and ``results/NAME.md`` atomically (temp file, then rename)."""
     RESULTS.mkdir(exist_ok=True)
     payload = {"machine": machine(), "rows": rows}

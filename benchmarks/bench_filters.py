@@ -23,9 +23,8 @@ import numpy as np
 
 import ensf_numpy
 from _common import best_time, machine, markdown_table, write_results
-from scoreda import assimilate, observe
+from scoreda.experiments import twin
 from scoreda.filters import ensf, kalman
-from scoreda.systems import lorenz96 as l96
 
 
 def _seconds(s: float) -> str:
@@ -66,22 +65,17 @@ def mixture_memory(d=10_000, n=100):
 
 
 def sakov2008(n_cycles=1200, burn_in=200):
-    k_truth, k_obs, k_ens = jax.random.split(jax.random.key(2008), 3)
-    x0 = l96.trajectory(l96.initial_states(k_truth, 40), 1000, 0.05, save_every=1000)[-1]
-    truth = l96.trajectory(x0, n_cycles - 1, 0.05)
-    obs = observe.observe(k_obs, truth, "identity", 1.0)
-    step = assimilate.deterministic(partial(l96.step, dt=0.05, forcing=8.0))
     rows = []
     for name, filt, n in (("ETKF", partial(kalman.etkf, inflation=1.02), 40),
                           ("LETKF", partial(kalman.letkf, inflation=1.04, radius=4.0), 20),
                           ("EnKF (perturbed obs)", partial(kalman.enkf, inflation=1.06), 40)):
-        ens0 = truth[0] + jax.random.normal(k_ens, (n, 40))
-        run = lambda: assimilate.cycle(jax.random.key(1), step, filt, truth, obs, ens0)
-        run()
+        cfg = twin.TwinConfig(n_cycles=n_cycles, burn_in=burn_in, n_members=n, seed=2008)
+        built = twin.make_twin(cfg)
+        twin.score(cfg, filt, twin=built)  # compile
         start = time.perf_counter()
-        result = run()
+        result = twin.score(cfg, filt, twin=built)
         seconds = time.perf_counter() - start
-        rows.append({"method": name, "N": n, "rmse": float(np.mean(result.analysis_rmse[burn_in:])),
+        rows.append({"method": name, "N": n, "rmse": result.rmse,
                      "ms_per_cycle": seconds / n_cycles * 1e3})
     return rows
 

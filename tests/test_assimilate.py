@@ -1,5 +1,6 @@
 """The cycling driver: the DAPPER Lorenz-96 benchmark, divergence reports, history windows."""
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from scoreda import assimilate, observe
+from scoreda.experiments.twin import TwinConfig, make_twin
+from scoreda.experiments.twin import score as twin_score
 from scoreda.filters import ensf, kalman
 from scoreda.systems import lorenz96 as l96
 
@@ -15,15 +18,14 @@ BURN_IN, SCORED = 200, 1000
 L96_STEP = assimilate.deterministic(partial(l96.step, dt=0.05, forcing=8.0))
 
 
+SAKOV2008 = TwinConfig(n_cycles=BURN_IN + SCORED, burn_in=BURN_IN, seed=2008)
+
+
 @pytest.fixture(scope="module")
 def sakov2008():
     """DAPPER's "Sakov 2008" twin: d = 40, F = 8, RK4 dt = 0.05, every component observed
     every step with R = I (Sakov & Oke 2008)."""
-    k_truth, k_obs, k_ens = jax.random.split(jax.random.key(2008), 3)
-    x0 = l96.trajectory(l96.initial_states(k_truth, 40), 1000, 0.05, save_every=1000)[-1]
-    truth = l96.trajectory(x0, BURN_IN + SCORED - 1, 0.05)
-    obs = observe.observe(k_obs, truth, "identity", 1.0)
-    return truth, obs, k_ens
+    return make_twin(SAKOV2008)
 
 
 @pytest.mark.parametrize(
@@ -36,12 +38,10 @@ def sakov2008():
     ],
 )
 def test_kalman_filters_reach_dapper_scores_on_sakov2008(sakov2008, name, filter_fn, n_members, bound):
-    truth, obs, k_ens = sakov2008
-    ens0 = truth[0] + jax.random.normal(k_ens, (n_members, 40))
-    result = assimilate.cycle(jax.random.key(1), L96_STEP, filter_fn, truth, obs, ens0)
-    score = float(np.mean(result.analysis_rmse[BURN_IN:]))
+    cfg = dataclasses.replace(SAKOV2008, n_members=n_members)
+    result = twin_score(cfg, filter_fn, twin=make_twin(cfg) if n_members != 20 else sakov2008)
     # the lower bound guards against a test that cannot fail (the observation error is 1)
-    assert 0.1 < score <= bound, (name, score)
+    assert 0.1 < result.rmse <= bound, (name, result.rmse)
     assert result.diverged_step == -1
 
 

@@ -215,3 +215,14 @@ def test_bad_input_is_refused(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ensf.analysis(jax.random.key(0), args.pop("ensemble"), args.pop("y"), args.pop("obs_std"), **args)
+
+
+def test_reverse_path_ends_at_the_analysis():
+    truth, forecast, y = lorenz_case(n_members=6, d=9)
+    kw = dict(obs="arctan", prior="mixture", kernel_var=0.3, n_steps=40)
+    path = ensf.reverse_path(jax.random.key(9), forecast, y, 0.1, **kw)
+    final = ensf.analysis(jax.random.key(9), forecast, y, 0.1, **kw)
+    assert path.shape == (41, 6, 9)
+    np.testing.assert_allclose(path[-1], final, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="unknown arguments"):
+        ensf.reverse_path(jax.random.key(9), forecast, y, 0.1, steps=3)

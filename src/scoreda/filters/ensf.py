@@ -268,9 +268,9 @@ def _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *,
     return jnp.moveaxis(out, 0, 1).reshape(n_members, n_blocks * block_size)[:, :d]
 
 
-@partial(jax.jit, static_argnames=("obs", "prior", "n_steps", "start", "noise"))
+@partial(jax.jit, static_argnames=("obs", "prior", "n_steps", "start", "noise", "return_path"))
 def _general(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *, obs, prior, n_steps,
-             start, noise):
+             start, noise, return_path=False):
     n_members, d = x.shape
     dtype = x.dtype
     sched = schedule(eps_a, eps_b, n_steps, dtype)
@@ -291,7 +291,33 @@ def _general(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *, obs, p
         score = prior_score(z, x, sched.alpha[k], sched.beta2[k], kernel_var)
         score = score + (1.0 - t) * likelihood_score(z, y, obs_std, obs, maskf)
         score = jnp.clip(score, -clip, clip)
-        return _sde_update(z, score, k, sched, dt, draw(k)), None
+        z = _sde_update(z, score, k, sched, dt, draw(k))
+        return z, (z if return_path else None)
 
-    z, _ = jax.lax.scan(body, z0, jnp.arange(n_steps))
-    return z
+    z, path = jax.lax.scan(body, z0, jnp.arange(n_steps))
+    return jnp.concatenate([z0[None], path]) if return_path else z
+
+
+def reverse_path(key, ensemble, y, obs_std, **kwargs) -> jax.Array:
+    """The whole reverse-SDE path of :func:`analysis`, for pictures and teaching.
+
+    Same arguments as :func:`analysis` (``block_size`` is ignored); returns the states at
+    pseudo-times ``t = 1, 1 - 1/K, ..., 0``, shape ``(K + 1, N, d)``, the last one equal to
+    the analysis (up to rounding). Memory grows with K: meant for small ensembles.
+    """
+    params = dict(obs="identity", mask=None, prior="paired", kernel_var=0.0, eps_a=0.5,
+                  eps_b=0.025, n_steps=100, clip=1000.0, start="standard", noise="hash",
+                  block_size=None)
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        raise TypeError(f"unknown arguments {sorted(unknown)}; allowed: {sorted(params)}")
+    params.update(kwargs)
+    p = params
+    _check(ensemble, y, obs_std, p["obs"], p["mask"], p["prior"], p["kernel_var"], p["eps_a"],
+           p["eps_b"], p["n_steps"], p["clip"], p["start"], p["noise"], p["block_size"])
+    ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
+    d = ensemble.shape[1]
+    mask = jnp.ones(d, bool) if p["mask"] is None else jnp.asarray(p["mask"], bool)
+    return _general(key, ensemble, jnp.asarray(y, ensemble.dtype), mask, obs_std, p["kernel_var"],
+                    p["eps_a"], p["eps_b"], p["clip"], obs=p["obs"], prior=p["prior"],
+                    n_steps=p["n_steps"], start=p["start"], noise=p["noise"], return_path=True)

@@ -1,0 +1,44 @@
+"""Experiment helpers: the exact 2-D posterior and the twin builder."""
+
+import jax
+import numpy as np
+import pytest
+
+from scoreda.experiments import toy2d, twin
+
+
+def test_grid_posterior_is_symmetric_bimodal_and_keeps_the_unobserved_prior():
+    prob = toy2d.Bimodal(prior_mean=(0.0, 0.5), y=1.0, obs_std=0.1)
+    (g1, g2), p = prob.grid_posterior()
+    p1, p2 = p.sum(1), p.sum(0)
+    # two modes near +-1, equal mass by symmetry of the prior in x1
+    assert p1[g1 > 0].sum() == pytest.approx(0.5, abs=1e-6)
+    assert abs(abs(g1[np.argmax(p1)]) - 1.0) < 0.05
+    # x2 is untouched: N(0.5, 1)
+    assert (g2 * p2).sum() == pytest.approx(0.5, abs=1e-6)
+    assert ((g2 - 0.5) ** 2 * p2).sum() == pytest.approx(1.0, abs=2e-3)  # grid cut at 4 sd: -0.1 %
+
+
+def test_wasserstein_of_exact_samples_is_small_and_of_shifted_ones_is_the_shift():
+    g = np.linspace(-6, 6, 2001)
+    dens = np.exp(-0.5 * g**2)
+    z = np.asarray(jax.random.normal(jax.random.key(0), (20_000,)))
+    assert toy2d.wasserstein1_to_marginal(z, g, dens) < 0.02
+    assert toy2d.wasserstein1_to_marginal(z + 0.5, g, dens) == pytest.approx(0.5, abs=0.02)
+
+
+def test_twin_config_refuses_bad_settings():
+    with pytest.raises(ValueError, match="burn_in"):
+        twin.TwinConfig(n_cycles=10, burn_in=10)
+    with pytest.raises(ValueError, match="obs must be one of"):
+        twin.TwinConfig(obs="square")
+    with pytest.raises(ValueError, match="d must be an integer >= 4"):
+        twin.TwinConfig(d=3)
+
+
+def test_twin_truth_follows_the_model_between_cycles():
+    cfg = twin.TwinConfig(d=10, dt=0.01, steps_per_cycle=5, n_cycles=6, burn_in=1)
+    built = twin.make_twin(cfg)
+    nxt = built.model(built.truth[2], None)
+    np.testing.assert_allclose(nxt, built.truth[3], rtol=1e-5, atol=1e-5)
+    assert built.truth.shape == (6, 10) and built.ensemble0.shape == (20, 10)

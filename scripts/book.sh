@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh "dev,book"
-export MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+export PYDEVD_DISABLE_FILE_VALIDATION=1
 .venv/bin/python scripts/execute_notebooks.py "$@"
 .venv/bin/jupyter-book build . --all -W -n --keep-going
 echo "Book: $(pwd)/_build/html/index.html"

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh "dev,book"
-export MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+export PYDEVD_DISABLE_FILE_VALIDATION=1
 exec .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider "$@"

@@ -22,6 +22,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SMALL = {
     "01_lorenz96.ipynb": dict(n_steps=200, n_trajectories=4, lyapunov_time=20.0, climate_time=50.0),
     "02_kdv.ipynb": dict(t_final=20.0, n_initial_conditions=3),
+    "03_ensemble_score_filter.ipynb": dict(n_members_toy=100, n_steps=50, n_cycles=30, burn_in=10,
+                                           n_knob_cases=1),
 }
 
 
@@ -76,6 +78,7 @@ def test_book_builds_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     html = tmp_path / "_build" / "html"
-    for page in ("book/intro.html", "notebooks/01_lorenz96.html", "notebooks/02_kdv.html",
-                 "book/bibliography.html"):
+    pages = ["book/intro.html", "book/bibliography.html"]
+    pages += [f"notebooks/{p.stem}.html" for p in NOTEBOOKS]
+    for page in pages:
         assert (html / page).is_file(), page

@@ -12,6 +12,7 @@ COLORS = {
     "SSP": "#4c72b0",
     "LTP": "#dd8452",
     "EnSF": "#55a868",
+    "EnSF mixture": "#2a9d8f",
     "EnKF": "#c44e52",
     "ETKF": "#8172b3",
     "LETKF": "#937860",
@@ -60,3 +61,29 @@ def hovmoller(ax, field, t, x, *, label: str = "", cmap: str = "RdBu_r", vmin=No
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label=label, pad=0.01)
     return image
+
+
+def color_of(name: str) -> str | None:
+    """The book's colour for a method whose name starts with a key of :data:`COLORS`."""
+    for key in sorted(COLORS, key=len, reverse=True):
+        if name.startswith(key):
+            return COLORS[key]
+    return None
+
+
+def rmse_curves(ax, t, curves: dict, *, bands: dict | None = None, logy: bool = True,
+                ylabel: str = "RMSE"):
+    """RMSE against time for several methods: ``curves[name]`` has shape ``(len(t),)``;
+    ``bands[name] = (low, high)`` draws a shaded band (e.g. the spread over trials)."""
+    for name, values in curves.items():
+        color = color_of(name)
+        ax.plot(t, values, lw=1.2, label=name, color=color,
+                ls="--" if "mixture" in name else "-")
+        if bands and name in bands:
+            low, high = bands[name]
+            ax.fill_between(t, low, high, alpha=0.2, color=color, lw=0)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("time")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, ncol=2)

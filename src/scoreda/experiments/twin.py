@@ -119,3 +119,21 @@ def tune(config: TwinConfig, candidates: Mapping[str, Callable], seeds=(101,)) -
             rmse = score(cfg, fn, twin=twin).rmse
             scores[name].append(np.inf if np.isnan(rmse) else rmse)
     return {name: float(np.mean(v)) for name, v in scores.items()}
+
+
+def forecast_case(key: jax.Array, config: TwinConfig, error_std: float = 1.0):
+    """One analysis problem: a true state on the attractor and a forecast ensemble around it.
+
+    The forecast is ``truth + e + config.init_std * xi_j`` with a common error
+    ``e ~ N(0, error_std^2 I)``, so its mean is wrong by about ``error_std`` and its spread is
+    ``init_std``. Returns ``(truth (d,), forecast (N, d), y (d,))`` with ``y`` observed through
+    ``config.obs`` with noise ``config.obs_std``.
+    """
+    k_truth, k_err, k_ens, k_obs = jax.random.split(key, 4)
+    x0 = l96.initial_states(k_truth, config.d)
+    truth = l96.trajectory(x0, config.spinup_steps, 0.05, config.forcing,
+                           save_every=config.spinup_steps)[-1]
+    forecast = (truth + error_std * jax.random.normal(k_err, (config.d,))
+                + config.init_std * jax.random.normal(k_ens, (config.n_members, config.d)))
+    y = observe.add_noise(k_obs, observe.operator(config.obs)(truth), config.obs_std)
+    return truth, forecast, y

@@ -44,6 +44,7 @@ noise of :mod:`scoreda.filters._fastmath`. Blocked and unblocked runs draw ident
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -305,13 +306,12 @@ def reverse_path(key, ensemble, y, obs_std, **kwargs) -> jax.Array:
     pseudo-times ``t = 1, 1 - 1/K, ..., 0``, shape ``(K + 1, N, d)``, the last one equal to
     the analysis (up to rounding). Memory grows with K: meant for small ensembles.
     """
-    params = dict(obs="identity", mask=None, prior="paired", kernel_var=0.0, eps_a=0.5,
-                  eps_b=0.025, n_steps=100, clip=1000.0, start="standard", noise="hash",
-                  block_size=None)
-    unknown = set(kwargs) - set(params)
+    defaults = {name: p.default for name, p in inspect.signature(analysis).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = set(kwargs) - set(defaults)
     if unknown:
-        raise TypeError(f"unknown arguments {sorted(unknown)}; allowed: {sorted(params)}")
-    params.update(kwargs)
+        raise TypeError(f"unknown arguments {sorted(unknown)}; allowed: {sorted(defaults)}")
+    params = defaults | kwargs
     p = params
     _check(ensemble, y, obs_std, p["obs"], p["mask"], p["prior"], p["kernel_var"], p["eps_a"],
            p["eps_b"], p["n_steps"], p["clip"], p["start"], p["noise"], p["block_size"])

@@ -1,0 +1,44 @@
+r"""How good is a window surrogate: single-step (SSP) and long-term (LTP) predictions.
+
+* **SSP** feeds the surrogate the *true* previous :math:`W` states at every step: the best it
+  can do, its one-step error.
+* **LTP** feeds it its own predictions after the first :math:`W` true states: the rollout
+  that drifts away.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def single_step(predict: Callable, trajectory: jax.Array, window: int) -> jax.Array:
+    """SSP: predictions of states ``window..T`` from the true windows, shape ``(T + 1 - window, d)``.
+
+    ``predict`` maps histories ``(B, window, d)`` to ``(B, d)``; ``trajectory`` is ``(T + 1, d)``.
+    """
+    n = trajectory.shape[0] - window
+    if n < 1:
+        raise ValueError(f"trajectory of {trajectory.shape[0]} states is too short for window {window}")
+    idx = jnp.arange(n)[:, None] + jnp.arange(window)[None, :]
+    return predict(trajectory[idx])
+
+
+@partial(jax.jit, static_argnames=("predict", "n_steps"))
+def long_term(predict: Callable, history: jax.Array, n_steps: int) -> jax.Array:
+    """LTP: roll the surrogate forward ``n_steps`` from a true window ``(W, d)``; returns ``(n_steps, d)``."""
+
+    def step(window, _):
+        nxt = predict(window[None])[0]
+        return jnp.concatenate([window[1:], nxt[None]]), nxt
+
+    _, states = jax.lax.scan(step, history, None, length=n_steps)
+    return states
+
+
+def persistence_mse(trajectories: jax.Array) -> jax.Array:
+    """One-step MSE of persistence (next state = last state) over ``(..., T, d)`` trajectories."""
+    return jnp.mean((trajectories[..., 1:, :] - trajectories[..., :-1, :]) ** 2)

@@ -1,0 +1,135 @@
+"""Surrogates: the LSTM against a hand-written reference, training, the cache and resuming,
+SSP/LTP against a perfect model."""
+
+import json
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from scoreda.surrogates import data, evaluate, lstm, train
+from scoreda.systems import lorenz96 as l96
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "cache"))
+
+
+def reference_lstm(x, w_in, b_in, w_rec):
+    """Plain NumPy LSTM over (T, F) with gates ordered i, f, g, o."""
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    h = np.zeros(w_rec.shape[0])
+    c = np.zeros_like(h)
+    out = []
+    for x_t in x:
+        z = x_t @ w_in + b_in + h @ w_rec
+        i, f, g, o = np.split(z, 4)
+        c = sig(f) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        out.append(h)
+    return np.array(out)
+
+
+def test_lstm_layer_matches_the_textbook_recurrence():
+    layer = lstm.LSTMLayer(3, 5, rngs=nnx.Rngs(0))
+    layer.input_proj.bias[...] = jax.random.normal(jax.random.key(1), (20,))
+    x = jax.random.normal(jax.random.key(2), (2, 7, 3))
+    got = np.asarray(layer(x))
+    w_in = np.asarray(layer.input_proj.kernel[...], np.float64)
+    b_in = np.asarray(layer.input_proj.bias[...], np.float64)
+    w_rec = np.asarray(layer.recurrent_proj.kernel[...], np.float64)
+    for b in range(2):
+        np.testing.assert_allclose(got[b], reference_lstm(np.asarray(x[b], np.float64), w_in, b_in, w_rec),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_well_posed_surrogate_starts_as_persistence_and_checks_its_input():
+    model = lstm.create(lstm.LSTMConfig(d=6, window=4, hidden=8, layers=2, well_posed=True))
+    hist = jax.random.normal(jax.random.key(0), (3, 4, 6))
+    np.testing.assert_allclose(model(hist), hist[:, -1], atol=1e-6)
+    with pytest.raises(ValueError, match=r"history must end in \(window, d\) = \(4, 6\)"):
+        model(jnp.zeros((3, 5, 6)))
+    with pytest.raises(ValueError, match=r"\(4, 6\)"):
+        model(jnp.zeros((3, 4, 7)))
+
+
+def test_windows_pair_each_history_with_the_next_state():
+    traj = data.Trajectories(jnp.arange(2 * 6 * 1.0).reshape(2, 6, 1), jnp.arange(2 * 6 * 1.0).reshape(2, 6, 1))
+    starts = data.window_starts(2, 6, 3)
+    assert starts.shape == (6, 2)
+    x, y = data.gather_windows(traj, starts, 3)
+    np.testing.assert_array_equal(x[4, :, 0], [7, 8, 9])
+    np.testing.assert_array_equal(y[4], [10])
+    with pytest.raises(ValueError, match="too short"):
+        data.window_starts(2, 3, 3)
+
+
+def test_si_scenario_adds_noise_to_targets_only():
+    traj = data.make_lorenz96(data.scenario("SI", n_trajectories=20, n_steps=50))
+    noise = np.asarray(traj.targets - traj.inputs)
+    assert abs(noise.std() - 0.2) < 0.01
+    clean = data.make_lorenz96(data.scenario("SA", n_trajectories=20, n_steps=50))
+    np.testing.assert_array_equal(traj.inputs, clean.inputs)
+    with pytest.raises(ValueError, match="scenario must be one of"):
+        data.scenario("XX")
+
+
+SMALL_DATA = data.Lorenz96Data(n_trajectories=12, n_steps=300)
+SMALL_MODEL = lstm.LSTMConfig(d=20, window=20, hidden=16, layers=1, well_posed=True)
+SMALL_TRAIN = train.TrainConfig(epochs=4, batch_size=64, samples_per_epoch=8192, val_samples=512,
+                                learning_rate=3e-3)
+
+
+def test_training_improves_on_persistence_and_the_cache_returns_the_same_model():
+    first = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
+    assert not first.loaded and len(first.history) == 4
+    # single-step error on an unseen trajectory, against persistence on the same steps
+    test = data.make_lorenz96(data.Lorenz96Data(n_trajectories=1, n_steps=300, seed=7)).inputs[0]
+    ssp = evaluate.single_step(train.as_function(first.model), test, 20)
+    ssp_mse = float(jnp.mean((ssp - test[20:]) ** 2))
+    persistence = float(jnp.mean((test[19:-1] - test[20:]) ** 2))
+    assert ssp_mse < 0.7 * persistence, (ssp_mse, persistence)
+    traj = data.make_lorenz96(SMALL_DATA).inputs
+    again = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
+    assert again.loaded and again.history == first.history
+    hist = traj[0, :20]
+    np.testing.assert_array_equal(again.model(hist), first.model(hist))
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "a"))
+    whole = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "b"))
+    part = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False, stop_after=2)
+    assert len(part.history) == 2 and not (part.path / "done.json").exists()
+    resumed = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
+    assert not resumed.loaded and len(resumed.history) == 4
+    assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in whole.history], rel=1e-5)
+
+
+def test_a_cache_entry_of_another_configuration_is_refused():
+    result = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
+    config_file = result.path / "config.json"
+    stored = json.loads(config_file.read_text())
+    stored["TrainConfig"]["epochs"] = 99
+    config_file.write_text(json.dumps(stored))
+    with pytest.raises(train.CacheMismatch, match="holds another configuration"):
+        train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
+
+
+def test_a_surrogate_for_another_dimension_is_refused():
+    with pytest.raises(ValueError, match=r"surrogate's d \(8\) differs from the data's d \(20\)"):
+        train.train(SMALL_DATA, lstm.LSTMConfig(d=8), SMALL_TRAIN, progress=False)
+
+
+def test_ssp_and_ltp_of_a_perfect_model_are_exact():
+    traj = l96.trajectory(l96.initial_states(jax.random.key(0), 10), 60, 0.004)
+    perfect = lambda hist: l96.step(hist[:, -1], 0.004)
+    ssp = evaluate.single_step(perfect, traj, 5)
+    np.testing.assert_allclose(ssp, traj[5:], atol=1e-5)
+    ltp = evaluate.long_term(perfect, traj[:5], 56)
+    np.testing.assert_allclose(ltp, traj[5:], atol=1e-4)

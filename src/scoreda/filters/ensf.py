@@ -57,6 +57,7 @@ from scoreda.filters import _fastmath
 PRIORS = ("paired", "mixture")
 STARTS = ("standard", "marginal")
 NOISES = ("hash", "threefry")
+INTEGRATORS = ("euler", "exponential")
 _ELEMENTWISE_OBS = ("identity", "arctan")
 
 
@@ -127,7 +128,7 @@ def likelihood_score(z, y, obs_std, obs: str | Callable = "identity", mask=None,
 
 
 def _check(ensemble, y, obs_std, obs, mask, prior, kernel_var, eps_a, eps_b, n_steps, clip,
-           start, noise, block_size):
+           start, noise, block_size, integrator="euler"):
     ensemble = jnp.asarray(ensemble)
     if ensemble.ndim != 2 or ensemble.shape[0] < 1 or ensemble.shape[1] < 1:
         raise ValueError(f"ensemble must have shape (N, d) with N, d >= 1, got {ensemble.shape}")
@@ -139,7 +140,7 @@ def _check(ensemble, y, obs_std, obs, mask, prior, kernel_var, eps_a, eps_b, n_s
     if not (callable(obs) or obs in _ELEMENTWISE_OBS):
         raise ValueError(f"obs must be one of {_ELEMENTWISE_OBS} or a callable, got {obs!r}")
     for name, value, allowed in (("prior", prior, PRIORS), ("start", start, STARTS),
-                                 ("noise", noise, NOISES)):
+                                 ("noise", noise, NOISES), ("integrator", integrator, INTEGRATORS)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     _checks.positive("obs_std", obs_std)
@@ -172,6 +173,7 @@ def analysis(
     start: str = "standard",
     noise: str = "hash",
     block_size: int | None = None,
+    integrator: str = "euler",
 ) -> jax.Array:
     """EnSF analysis: forecast ensemble ``(N, d)`` and observation ``y`` ``(d,)`` in, analysis ``(N, d)`` out.
 
@@ -194,6 +196,9 @@ def analysis(
         the forward process's terminal marginal of each member.
       noise: ``"hash"`` (fast counter-based Gaussian noise, the default) or ``"threefry"``
         (``jax.random.normal``).
+      integrator: ``"euler"`` (Euler-Maruyama, the reference) or ``"exponential"`` (the stiff
+        part of the drift solved exactly per step; see :func:`_step`), which needs far fewer
+        steps when ``obs_std`` is small.
       block_size: components per cache block in the paired fast path (default: about
         65,536 / N components per block: 256 KiB of float32 state, which stays in cache).
 
@@ -201,7 +206,7 @@ def analysis(
       The analysis ensemble, shape ``(N, d)``, dtype of ``ensemble``.
     """
     _check(ensemble, y, obs_std, obs, mask, prior, kernel_var, eps_a, eps_b, n_steps, clip,
-           start, noise, block_size)
+           start, noise, block_size, integrator)
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
     n_members, d = ensemble.shape
     y = jnp.asarray(y, ensemble.dtype)
@@ -212,9 +217,11 @@ def analysis(
             block_size = max(128, 65_536 // n_members)
         block_size = min(block_size, d)
         return _paired_blocked(key, ensemble, y, mask, obs_std, kernel_var, eps_a, eps_b, clip,
-                               obs=obs, n_steps=n_steps, start=start, block_size=block_size)
+                               obs=obs, n_steps=n_steps, start=start, block_size=block_size,
+                               integrator=integrator)
     return _general(key, ensemble, y, mask, obs_std, kernel_var, eps_a, eps_b, clip,
-                    obs=obs, prior=prior, n_steps=n_steps, start=start, noise=noise)
+                    obs=obs, prior=prior, n_steps=n_steps, start=start, noise=noise,
+                    integrator=integrator)
 
 
 def _start_state(start, z_noise, x, sched: Schedule, kernel_var):
@@ -224,14 +231,51 @@ def _start_state(start, z_noise, x, sched: Schedule, kernel_var):
     return alpha1 * x + jnp.sqrt(alpha1**2 * kernel_var + beta21) * z_noise
 
 
-def _sde_update(z, score, k, sched: Schedule, dt, xi):
-    f, g2 = sched.drift[k], sched.diffusion2[k]
-    return z - dt * (f * z - g2 * score) + jnp.sqrt(dt * g2) * xi
+def _likelihood_curvature(z, obs, mask, obs_std):
+    """Gauss-Newton curvature of the negative log-likelihood, :math:`m\,h'(z)^2/\sigma^2`
+    (elementwise operators only; 0 for a callable, whose Jacobian need not be diagonal)."""
+    if obs == "identity":
+        return mask / obs_std**2
+    if obs == "arctan":
+        return mask / (obs_std**2 * (1.0 + z * z) ** 2)
+    return 0.0
 
 
-@partial(jax.jit, static_argnames=("obs", "n_steps", "start", "block_size"))
+def _phi1(x):
+    """:math:`(1 - e^{-x})/x` for ``x >= 0`` (1 at 0), stable for small ``x``."""
+    safe = jnp.where(x > 1e-4, x, 1.0)
+    return jnp.where(x > 1e-4, -jnp.expm1(-safe) / safe, 1.0 - 0.5 * x)
+
+
+def _step(z, k, *, prior_score, lik_score, lik_curvature, prior_var, sched: Schedule, dt, xi,
+          clip, integrator):
+    r"""One reverse-time step from :math:`t_k` to :math:`t_k - \Delta t`.
+
+    The drift is :math:`F(z) = g^2 s(z, t) - f z` with the clipped posterior score
+    :math:`s = s_{prior} + (1 - t) s_{lik}`.
+
+    * ``"euler"`` (the reference): :math:`z + \Delta t F + \sqrt{\Delta t}\,g\,\xi`.
+    * ``"exponential"``: the drift is linearised componentwise,
+      :math:`F(z') \approx F(z) - J (z' - z)` with :math:`J = f + g^2(1/\sigma_t^2 + (1 - t)c)`
+      (:math:`c` the Gauss-Newton curvature of the likelihood), and that linear SDE is solved
+      exactly over the step: :math:`z + \Delta t\,\varphi(J\Delta t) F +
+      \sqrt{\Delta t\,\varphi(2J\Delta t)}\,g\,\xi`, :math:`\varphi(x) = (1 - e^{-x})/x`.
+      Stiff components relax to their local equilibrium with the right variance instead of
+      overshooting, so far fewer steps reach the many-step answer; as
+      :math:`\Delta t \to 0` it is Euler-Maruyama.
+    """
+    t, f, g2 = sched.t[k], sched.drift[k], sched.diffusion2[k]
+    score = jnp.clip(prior_score + (1.0 - t) * lik_score, -clip, clip)
+    drift = g2 * score - f * z
+    if integrator == "euler":
+        return z + dt * drift + jnp.sqrt(dt * g2) * xi
+    stiffness = jnp.maximum(f + g2 * (1.0 / prior_var + (1.0 - t) * lik_curvature), 0.0) * dt
+    return z + dt * _phi1(stiffness) * drift + jnp.sqrt(dt * g2 * _phi1(2.0 * stiffness)) * xi
+
+
+@partial(jax.jit, static_argnames=("obs", "n_steps", "start", "block_size", "integrator"))
 def _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *, obs, n_steps,
-                    start, block_size):
+                    start, block_size, integrator="euler"):
     n_members, d = x.shape
     dtype = x.dtype
     sched = schedule(eps_a, eps_b, n_steps, dtype)
@@ -255,12 +299,14 @@ def _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *,
         z0 = _start_state(start, z0, xb, sched, kernel_var)
 
         def body(z, k):
-            t = sched.t[k]
-            score = paired_prior_score(z, xb, sched.alpha[k], sched.beta2[k], kernel_var)
-            score = score + (1.0 - t) * likelihood_score(z, yb, obs_std, obs, mb)
-            score = jnp.clip(score, -clip, clip)
             xi = _fastmath.normal(_fastmath.row_keys(seed, k, rows), col_hash, dtype)
-            return _sde_update(z, score, k, sched, dt, xi), None
+            z = _step(
+                z, k, prior_score=paired_prior_score(z, xb, sched.alpha[k], sched.beta2[k], kernel_var),
+                lik_score=likelihood_score(z, yb, obs_std, obs, mb),
+                lik_curvature=_likelihood_curvature(z, obs, mb, obs_std),
+                prior_var=sched.alpha[k] ** 2 * kernel_var + sched.beta2[k], sched=sched, dt=dt,
+                xi=xi, clip=clip, integrator=integrator)
+            return z, None
 
         z, _ = jax.lax.scan(body, z0, jnp.arange(n_steps))
         return z
@@ -269,9 +315,10 @@ def _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *,
     return jnp.moveaxis(out, 0, 1).reshape(n_members, n_blocks * block_size)[:, :d]
 
 
-@partial(jax.jit, static_argnames=("obs", "prior", "n_steps", "start", "noise", "return_path"))
+@partial(jax.jit, static_argnames=("obs", "prior", "n_steps", "start", "noise", "return_path",
+                                   "integrator"))
 def _general(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *, obs, prior, n_steps,
-             start, noise, return_path=False):
+             start, noise, return_path=False, integrator="euler"):
     n_members, d = x.shape
     dtype = x.dtype
     sched = schedule(eps_a, eps_b, n_steps, dtype)
@@ -288,11 +335,12 @@ def _general(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *, obs, p
     maskf = mask.astype(dtype)
 
     def body(z, k):
-        t = sched.t[k]
-        score = prior_score(z, x, sched.alpha[k], sched.beta2[k], kernel_var)
-        score = score + (1.0 - t) * likelihood_score(z, y, obs_std, obs, maskf)
-        score = jnp.clip(score, -clip, clip)
-        z = _sde_update(z, score, k, sched, dt, draw(k))
+        z = _step(
+            z, k, prior_score=prior_score(z, x, sched.alpha[k], sched.beta2[k], kernel_var),
+            lik_score=likelihood_score(z, y, obs_std, obs, maskf),
+            lik_curvature=_likelihood_curvature(z, obs, maskf, obs_std),
+            prior_var=sched.alpha[k] ** 2 * kernel_var + sched.beta2[k], sched=sched, dt=dt,
+            xi=draw(k), clip=clip, integrator=integrator)
         return z, (z if return_path else None)
 
     z, path = jax.lax.scan(body, z0, jnp.arange(n_steps))
@@ -314,10 +362,12 @@ def reverse_path(key, ensemble, y, obs_std, **kwargs) -> jax.Array:
     params = defaults | kwargs
     p = params
     _check(ensemble, y, obs_std, p["obs"], p["mask"], p["prior"], p["kernel_var"], p["eps_a"],
-           p["eps_b"], p["n_steps"], p["clip"], p["start"], p["noise"], p["block_size"])
+           p["eps_b"], p["n_steps"], p["clip"], p["start"], p["noise"], p["block_size"],
+           p["integrator"])
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
     d = ensemble.shape[1]
     mask = jnp.ones(d, bool) if p["mask"] is None else jnp.asarray(p["mask"], bool)
     return _general(key, ensemble, jnp.asarray(y, ensemble.dtype), mask, obs_std, p["kernel_var"],
                     p["eps_a"], p["eps_b"], p["clip"], obs=p["obs"], prior=p["prior"],
-                    n_steps=p["n_steps"], start=p["start"], noise=p["noise"], return_path=True)
+                    n_steps=p["n_steps"], start=p["start"], noise=p["noise"], return_path=True,
+                    integrator=p["integrator"])

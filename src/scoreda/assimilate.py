@@ -2,7 +2,8 @@ r"""The cycling driver: forecast with any model, analyse with any filter, score 
 
 Two small contracts join the layers:
 
-* a **forecast model** ``model(member, key) -> next_state`` for one member: ``member`` is a
+* a **forecast model** ``model(member, key, *model_args) -> next_state`` for one member
+  (``model_args`` default to none): ``member`` is a
   state ``(d,)`` (e.g. the truth's integrator) or a history window ``(W, d)`` (e.g. a neural
   surrogate fed its last ``W`` states); it is vmapped over the ensemble. With a window the
   driver shifts it by one and appends the new state, and the analysis replaces the newest
@@ -89,20 +90,21 @@ def _make_step(model, filter_fn, bound):
         analysis = filter_fn(key, _current(members), y, obs_std, mask=mask)
         return _replace_current(members, analysis)
 
-    def forecast(members, key):
+    def forecast(members, key, model_args):
         keys = jax.random.split(key, members.shape[0])
-        nxt = jax.vmap(model)(members, keys)
+        nxt = jax.vmap(lambda m, k: model(m, k, *model_args))(members, keys)
         if members.ndim == 3:
             return jnp.concatenate([members[:, 1:], nxt[:, None]], axis=1)
         return nxt
 
-    def step(carry, inputs, obs_std):
+    def step(carry, inputs, obs_std, model_args):
         members, diverged = carry
         n, key, truth_n, y, mask, observed, do_forecast = inputs
         k_model, k_filter = jax.random.split(key)
 
         def advance(members):
-            members = jax.lax.cond(do_forecast, forecast, lambda m, k: m, members, k_model)
+            members = jax.lax.cond(do_forecast, forecast, lambda m, *_: m, members, k_model,
+                                   model_args)
             f_stats = _stats(members, truth_n)
             members = jax.lax.cond(observed, analyse, lambda m, *_: m, members, k_filter, y, mask,
                                    obs_std)
@@ -121,8 +123,8 @@ def _make_step(model, filter_fn, bound):
         return (members, diverged), (f_stats, a_stats)
 
     @jax.jit
-    def step_chunk(carry, xs, obs_std):
-        return jax.lax.scan(lambda c, x: step(c, x, obs_std), carry, xs)
+    def step_chunk(carry, xs, obs_std, model_args):
+        return jax.lax.scan(lambda c, x: step(c, x, obs_std, model_args), carry, xs)
 
     return step_chunk
 
@@ -140,6 +142,7 @@ def cycle(
     on_divergence: str = "raise",
     chunk: int = 250,
     progress: bool = False,
+    model_args: tuple = (),
 ) -> CycleResult:
     """Run forecast-analysis cycles over a true trajectory and its observations.
 
@@ -157,6 +160,9 @@ def cycle(
       chunk: steps per compiled ``lax.scan`` segment (progress and divergence are checked
         between segments).
       progress: show a tqdm progress bar.
+      model_args: extra arrays passed to the model as ``model(member, key, *model_args)``
+        (e.g. a surrogate's parameters). They enter the compiled loop as arguments, so
+        models that differ only in them share one compilation.
     """
     truth = jnp.asarray(truth)
     if truth.ndim != 2:
@@ -193,7 +199,7 @@ def cycle(
     bar = tqdm(total=n_steps, desc="cycling", unit="step", disable=not progress)
     for start in range(0, n_steps, chunk):
         xs = jax.tree.map(lambda a: a[start:start + chunk], xs_all)
-        carry, out = step_chunk(carry, xs, observations.std)
+        carry, out = step_chunk(carry, xs, observations.std, tuple(model_args))
         outputs.append(out)
         bar.update(xs[0].shape[0])
         if int(carry[1]) >= 0:

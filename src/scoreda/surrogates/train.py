@@ -21,6 +21,7 @@ orbax array checkpoints and JSON, never pickles.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -257,15 +258,24 @@ def train(
     return TrainedSurrogate(nnx.merge(graphdef, best["params"], statics), history, path, False)
 
 
-def forecast_model(model: lstm.LSTMSurrogate):
-    """The surrogate as a forecast model ``(history (W, d), key) -> next (d,)`` for the driver."""
-    graphdef, state = nnx.split(model)
-
-    def step(history, key):
+@functools.lru_cache(maxsize=16)
+def _window_forecaster(graphdef):
+    def step(history, key, state):
         del key
         return nnx.merge(graphdef, state)(history[None])[0]
 
     return step
+
+
+def forecast_model(model: lstm.LSTMSurrogate):
+    """The surrogate as a forecast model for :func:`scoreda.assimilate.cycle`.
+
+    Returns ``(fn, model_args)``: ``fn(history (W, d), key, *model_args) -> next (d,)``. The
+    function depends only on the architecture and the parameters travel in ``model_args``,
+    so all surrogates of one architecture share a single compiled cycle.
+    """
+    graphdef, state = nnx.split(model)
+    return _window_forecaster(graphdef), (state,)
 
 
 def as_function(model: lstm.LSTMSurrogate):

@@ -24,6 +24,9 @@ SMALL = {
     "02_kdv.ipynb": dict(t_final=20.0, n_initial_conditions=3),
     "03_ensemble_score_filter.ipynb": dict(n_members_toy=100, n_steps=50, n_cycles=30, burn_in=10,
                                            n_knob_cases=1),
+    "04_lorenz96_experiment.ipynb": dict(n_traj_sufficient=6, n_traj_insufficient=3, epochs=1,
+                                         samples_per_epoch=1024, da_steps=60, n_members=10,
+                                         ensf_steps=10, n_trials=1, inflation_grid=[1.1]),
 }
 
 
@@ -51,7 +54,8 @@ def test_every_notebook_is_registered_and_stored_executed():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_through_papermill_with_small_parameters(path, tmp_path):
+def test_notebook_runs_through_papermill_with_small_parameters(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "cache"))  # the kernel inherits it
     papermill = pytest.importorskip("papermill")
     defaults = parameters_of(path)
     small = SMALL[path.name]

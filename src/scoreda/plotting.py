@@ -14,6 +14,7 @@ COLORS = {
     "EnSF": "#55a868",
     "EnSF mixture": "#2a9d8f",
     "EnKF": "#c44e52",
+    "EnKF (inflated)": "#c9a227",
     "ETKF": "#8172b3",
     "LETKF": "#937860",
     "observation": "#da8bc3",

@@ -197,19 +197,12 @@ def run_case(model_fn: Callable, model_args: tuple, predict: Callable, config: D
         ltp.append(np.asarray(metrics.rmse(roll, target)))
     if ssp_mse is None:
         ssp_mse = float(np.mean(np.square(ssp)))
-    q_std = float(np.sqrt(config.enkf_model_error**2 + ssp_mse))
-    model = with_model_error(model_fn)
     curves, spreads, diverged = {}, {}, {}
-    for name, (filt, init_std, add_q) in filters_for(config).items():
-        args = tuple(model_args) + (jnp.float32(q_std if add_q else 0.0),)
+    for name in filters_for(config):
         curves[name], spreads[name], diverged[name] = [], [], []
         for seed, truth in zip(trials, truths):
-            k_init, k_cycle = jax.random.split(jax.random.key(20_000 + seed))
-            ens0 = initial_histories(k_init, truth.states, config.n_members, init_std)
-            obs = jax.tree.map(lambda a: a[WINDOW - 1:] if jnp.ndim(a) else a, truth.observations)
-            result = assimilate.cycle(k_cycle, model, filt, truth.states[WINDOW - 1:], obs, ens0,
-                                      divergence_bound=1000.0, on_divergence="report",
-                                      progress=progress, model_args=args)
+            result = run_filter(model_fn, model_args, name, config, seed, ssp_mse=ssp_mse,
+                                truth=truth, progress=progress)
             curves[name].append(result.analysis_rmse[1:])
             spreads[name].append(result.analysis_spread[1:])
             diverged[name].append(result.diverged_step)
@@ -224,6 +217,26 @@ def _true_step(history, key):
 
 def _true_predict(histories):
     return l96.step(histories[:, -1], 0.004)
+
+
+def run_filter(model_fn: Callable, model_args: tuple, name: str, config: DAConfig, seed: int, *,
+               ssp_mse: float = 0.0, truth: Truth | None = None,
+               progress: bool = False) -> assimilate.CycleResult:
+    """One filtered rollout: the filter ``name`` of :func:`filters_for` over the test trajectory
+    of ``seed``. The result's step 0 is step ``WINDOW - 1`` of the trajectory (the newest
+    state of the initial windows); the DA window is steps 1 onwards."""
+    filters = filters_for(config)
+    if name not in filters:
+        raise ValueError(f"name must be one of {sorted(filters)}, got {name!r}")
+    filt, init_std, add_q = filters[name]
+    truth = make_truth(config, seed) if truth is None else truth
+    q_std = float(np.sqrt(config.enkf_model_error**2 + ssp_mse)) if add_q else 0.0
+    k_init, k_cycle = jax.random.split(jax.random.key(20_000 + seed))
+    ens0 = initial_histories(k_init, truth.states, config.n_members, init_std)
+    obs = jax.tree.map(lambda a: a[WINDOW - 1:] if jnp.ndim(a) else a, truth.observations)
+    return assimilate.cycle(k_cycle, with_model_error(model_fn), filt, truth.states[WINDOW - 1:],
+                            obs, ens0, divergence_bound=1000.0, on_divergence="report",
+                            progress=progress, model_args=tuple(model_args) + (jnp.float32(q_std),))
 
 
 def true_model():

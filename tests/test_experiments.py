@@ -42,3 +42,29 @@ def test_twin_truth_follows_the_model_between_cycles():
     nxt = built.model(built.truth[2], None)
     np.testing.assert_allclose(nxt, built.truth[3], rtol=1e-5, atol=1e-5)
     assert built.truth.shape == (6, 10) and built.ensemble0.shape == (20, 10)
+
+
+def test_rollout_truth_respects_the_window_and_observed_count():
+    from scoreda.experiments import kdv as kdv_exp
+    from scoreda.experiments import lorenz96 as l96_exp
+
+    cfg = l96_exp.DAConfig(observation="partial", n_observed=5, n_steps=60)
+    truth = l96_exp.make_truth(cfg, 0)
+    assert truth.states.shape == (61, 20)
+    observed = np.asarray(truth.observations.observed)
+    assert not observed[:20].any() and observed[20:35].all()
+    assert (np.asarray(truth.observations.mask)[20:35].sum(1) == 5).all()
+    with pytest.raises(ValueError, match="n_observed must be <= d = 20"):
+        l96_exp.make_truth(l96_exp.DAConfig(observation="partial", n_observed=21, n_steps=60), 0)
+    k_truth = kdv_exp.make_truth(kdv_exp.DAConfig(n_steps=10), 0)
+    assert k_truth.states.shape == (11, 100)
+    assert not np.asarray(k_truth.observations.observed)[:5].any()
+
+
+def test_true_model_rows_follow_the_truth():
+    from scoreda.experiments import kdv as kdv_exp
+
+    truth = kdv_exp.make_truth(kdv_exp.DAConfig(n_steps=8), 1).states
+    model, args, predict = kdv_exp.true_model()
+    np.testing.assert_allclose(model(truth[:5], None), truth[5], atol=1e-4)
+    np.testing.assert_allclose(predict(truth[None, :5])[0], truth[5], atol=1e-4)

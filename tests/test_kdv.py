@@ -122,3 +122,9 @@ def test_two_soliton_parameters_are_in_the_paper_ranges():
 def test_bad_input_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kdv.solve(**kwargs)
+
+
+def test_propagator_matches_solve():
+    ic = kdv.two_soliton_initial_condition(jax.random.key(3))
+    step = kdv.propagator(L, 100, 0.01, 50)
+    np.testing.assert_allclose(step(ic.u0), kdv.solve(ic.u0, L, 0.01, 50, 50)[-1], atol=1e-6)

@@ -27,6 +27,9 @@ SMALL = {
     "04_lorenz96_experiment.ipynb": dict(n_traj_sufficient=6, n_traj_insufficient=3, epochs=1,
                                          samples_per_epoch=1024, da_steps=60, n_members=10,
                                          ensf_steps=10, n_trials=1, inflation_grid=[1.1]),
+    "05_kdv_experiment.ipynb": dict(n_traj_standard=3, n_traj_insufficient=2, epochs=1,
+                                    samples_per_epoch=512, da_steps=30, n_members=8, ensf_steps=10,
+                                    n_trials=1),
 }
 
 

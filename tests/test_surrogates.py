@@ -133,3 +133,43 @@ def test_ssp_and_ltp_of_a_perfect_model_are_exact():
     np.testing.assert_allclose(ssp, traj[5:], atol=1e-5)
     ltp = evaluate.long_term(perfect, traj[:5], 56)
     np.testing.assert_allclose(ltp, traj[5:], atol=1e-4)
+
+
+def test_deeponet_is_periodic_and_can_be_queried_off_the_grid():
+    from scoreda.surrogates import deeponet
+
+    cfg = deeponet.DeepONetConfig(d=16, length=8.0, window=3, hidden=8, basis=6, trunk_width=8,
+                                  fourier_modes=4)
+    model = deeponet.create(cfg)
+    hist = jax.random.normal(jax.random.key(0), (2, 3, 16))
+    on_grid = model(hist)
+    assert on_grid.shape == (2, 16)
+    np.testing.assert_allclose(model.query(hist, jnp.arange(16) * 0.5), on_grid, atol=1e-6)
+    # periodic basis: x and x + L give the same prediction
+    x = jnp.array([0.3, 2.7, 7.9])
+    np.testing.assert_allclose(model.query(hist, x), model.query(hist, x + 8.0), atol=1e-5)
+    with pytest.raises(ValueError, match=r"history must end in \(window, d\) = \(3, 16\)"):
+        model(jnp.zeros((2, 4, 16)))
+
+
+def test_kdv_training_data_is_scaled_and_noisy_targets_only():
+    cfg = data.kdv_scenario("noisy", n_trajectories=2, n_steps=4)
+    traj = data.make(cfg)
+    assert traj.inputs.shape == (2, 5, 100)
+    # two solitons of speed 0.5..1 have height c/2 <= 0.5 (up to 1 where they overlap), x10
+    assert 2.0 < float(traj.inputs[:, 0].max()) <= 10.5
+    noise = np.asarray(traj.targets - traj.inputs)
+    assert abs(noise.std() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="scenario must be one of"):
+        data.kdv_scenario("big")
+
+
+def test_training_loop_takes_a_deeponet_on_kdv_data():
+    from scoreda.surrogates import deeponet
+
+    data_cfg = data.KdVData(n_trajectories=3, n_steps=40)
+    model_cfg = deeponet.DeepONetConfig(window=5, hidden=16, basis=8, trunk_width=16, fourier_modes=4)
+    result = train.train(data_cfg, model_cfg, train.TrainConfig(epochs=2, batch_size=32, samples_per_epoch=256,
+                                                               val_samples=64), progress=False)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_loss"])
+    assert isinstance(result.model, deeponet.DeepONetSurrogate)

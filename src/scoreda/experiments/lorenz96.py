@@ -2,40 +2,51 @@
 EnSF or by a stochastic EnKF from arctan observations (Tang et al. 2026, experiment 1).
 
 One *case* is a training scenario (SA, IA, SI), a surrogate variant (paper-faithful or
-well-posed) and an observation network (full or partial). For each case and trial the
-experiment computes four RMSE curves over the DA window:
-
-* SSP: the surrogate fed the true previous 20 states (its one-step error);
-* LTP: the surrogate fed its own predictions (free rollout);
-* EnSF-LTP and EnKF-LTP: the rollout of an ensemble corrected at every observed step,
-  the analysis fed back as the surrogate's newest input.
-
-Settings follow ``shared/PAPER.md``; where the paper is silent the choice is stated here.
+well-posed) and an observation network (full, or 5 of 20 components drawn anew each step).
+The machinery is :mod:`scoreda.experiments.rollout`; this module supplies the system
+(d = 20, F = 8, RK4 dt = 0.004, initial states uniform in [7, 9], windows of 20 states) and
+the surrogate specification, and binds the generic functions to it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from functools import partial
-from typing import Callable, NamedTuple
 
+from scoreda.experiments import rollout
+from scoreda.experiments.rollout import (  # noqa: F401  (re-exported for the notebooks)
+    CaseResult,
+    DAConfig,
+    Truth,
+    fill_unobserved_with_mean,
+    filters_for,
+    time_average,
+    with_model_error,
+)
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from scoreda import _checks, assimilate, metrics, observe
-from scoreda.filters import ensf, kalman
 from scoreda.surrogates import data as data_lib
-from scoreda.surrogates import evaluate, lstm, train
+from scoreda.surrogates import lstm, train
 from scoreda.systems import lorenz96 as l96
 
 WINDOW = 20
+DT = 0.004
+
+
+def _states(key, n_steps: int):
+    return l96.trajectory(l96.initial_states(key, 20), n_steps, DT)
+
+
+def _true_step(x):
+    return l96.step(x, DT)
+
+
+SYSTEM = rollout.System("Lorenz-96", d=20, window=WINDOW, make_states=_states, true_step=_true_step)
 
 
 @dataclasses.dataclass(frozen=True)
 class SurrogateSpec:
-    """Everything that determines a trained surrogate (and so its cache key)."""
+    """Everything that determines a trained Lorenz-96 surrogate (and so its cache key)."""
 
     scenario: str = "SA"
     well_posed: bool = False
@@ -56,195 +67,15 @@ class SurrogateSpec:
                                well_posed=self.well_posed)
 
 
-@dataclasses.dataclass(frozen=True)
-class DAConfig:
-    """The data-assimilation part of a case (the paper's values as defaults)."""
-
-    observation: str = "full"  # "full" or "partial"
-    n_observed: int = 5  # components observed per step when partial
-    obs_std: float = 0.01
-    n_members: int = 100
-    n_steps: int = 2500  # length of the test trajectory; DA runs from step WINDOW
-    init_std: float = 1.0  # EnSF's initial ensemble: truth (and history) + N(0, init_std^2)
-    # EnSF
-    ensf_steps: int = 500
-    eps_a: float = 0.5
-    eps_b: float = 0.025
-    kernel_var: float = 0.0
-    prior: str = "paired"
-    integrator: str = "euler"
-    start: str = "standard"
-    # EnKF as the authors ran it: model error Q = (0.1^2 + SSP MSE) I added to each forecast,
-    # initial ensemble covariance P0 = 100 I; a second EnKF with tuned inflation and no Q.
-    enkf_p0: float = 100.0
-    enkf_model_error: float = 0.1
-    enkf_inflation: float = 1.1
-    fill_unobserved: bool = True  # the authors' device for the EnKF under partial observation
-
-    def __post_init__(self):
-        if self.observation not in ("full", "partial"):
-            raise ValueError(f"observation must be 'full' or 'partial', got {self.observation!r}")
-        _checks.integer("n_observed", self.n_observed, 1)
-        if self.n_observed > 20:
-            raise ValueError(f"n_observed must be <= d = 20, got {self.n_observed}")
-        _checks.positive("obs_std", self.obs_std)
-        _checks.integer("n_members", self.n_members, 2)
-        _checks.integer("n_steps", self.n_steps, WINDOW + 2)
-        _checks.integer("ensf_steps", self.ensf_steps, 1)
-
-
-class Truth(NamedTuple):
-    """A test trajectory ``states (n_steps + 1, 20)`` and its observations (schedule from step 20)."""
-
-    states: jax.Array
-    observations: observe.Observations
-
-
-def make_truth(config: DAConfig, seed: int) -> Truth:
-    """A test trajectory from the paper's initial states and its arctan observations."""
-    k_x, k_obs, k_mask = jax.random.split(jax.random.key(10_000 + seed), 3)
-    states = l96.trajectory(l96.initial_states(k_x, 20), config.n_steps, 0.004)
-    n = states.shape[0]
-    schedule = observe.cycle_schedule(n, 15, 5, start=WINDOW)
-    if config.observation == "full":
-        mask = None
-    else:
-        mask = observe.random_masks(k_mask, n, 20, config.n_observed)
-    return Truth(states, observe.observe(k_obs, states, "arctan", config.obs_std, mask=mask,
-                                         schedule=schedule))
-
-
-@functools.lru_cache(maxsize=16)
-def with_model_error(model: Callable) -> Callable:
-    """``model`` followed by additive Gaussian model error: the returned forecast model takes
-    the error's standard deviation as its last extra argument,
-    ``noisy(member, key, *model_args, std)`` (``std = 0`` adds nothing)."""
-
-    def noisy(member, key, *args):
-        *model_args, std = args
-        k_model, k_noise = jax.random.split(key)
-        nxt = model(member, k_model, *model_args)
-        return nxt + std * jax.random.normal(k_noise, nxt.shape, nxt.dtype)
-
-    return noisy
-
-
-def fill_unobserved_with_mean(filter_fn: Callable, obs: str | Callable) -> Callable:
-    """The authors' device for the EnKF under partial observation: every unobserved entry of
-    ``y`` is replaced by ``h`` of the ensemble mean and treated as observed."""
-    h = observe.operator(obs)
-
-    def filled(key, ensemble, y, obs_std, mask=None):
-        if mask is None:
-            return filter_fn(key, ensemble, y, obs_std)
-        y = jnp.where(mask, y, h(ensemble.mean(axis=0)))
-        return filter_fn(key, ensemble, y, obs_std, mask=None)
-
-    return filled
-
-
-def initial_histories(key, truth_states, n_members, std):
-    """Members' first windows: the true first ``WINDOW`` states plus N(0, std^2) noise, ``(N, W, 20)``."""
-    window = truth_states[:WINDOW]
-    return window + std * jax.random.normal(key, (n_members,) + window.shape, window.dtype)
-
-
-class CaseResult(NamedTuple):
-    """RMSE curves over the DA window (steps ``WINDOW..n_steps``), each ``(n_trials, T)``."""
-
-    ssp: np.ndarray
-    ltp: np.ndarray
-    filters: dict  # name -> (n_trials, T) analysis RMSE (NaN after a divergence)
-    spreads: dict  # name -> (n_trials, T) analysis spread
-    diverged: dict  # name -> list of diverged steps (-1: none) per trial
-    ssp_mse: float  # the surrogate's SSP MSE on the trials (used in the EnKF's Q)
-
-
-@functools.lru_cache(maxsize=32)
-def filters_for(config: DAConfig) -> dict[str, tuple[Callable, float, bool]]:
-    """The filters of a case: name -> (filter, initial ensemble std, whether the model error
-    Q is added). Cached, so cases with one configuration share compilations."""
-    ensf_fn = partial(ensf.analysis, obs="arctan", prior=config.prior, kernel_var=config.kernel_var,
-                      eps_a=config.eps_a, eps_b=config.eps_b, n_steps=config.ensf_steps,
-                      integrator=config.integrator, start=config.start)
-    enkf_paper = partial(kalman.enkf, obs="arctan")
-    enkf_tuned = partial(kalman.enkf, obs="arctan", inflation=config.enkf_inflation)
-    if config.observation == "partial" and config.fill_unobserved:
-        enkf_paper = fill_unobserved_with_mean(enkf_paper, "arctan")
-        enkf_tuned = fill_unobserved_with_mean(enkf_tuned, "arctan")
-    return {
-        "EnSF": (ensf_fn, config.init_std, False),
-        "EnKF (paper)": (enkf_paper, float(np.sqrt(config.enkf_p0)), True),
-        "EnKF (inflated)": (enkf_tuned, config.init_std, False),
-    }
-
-
-def run_case(model_fn: Callable, model_args: tuple, predict: Callable, config: DAConfig, trials,
-             *, progress: bool = False, ssp_mse: float | None = None) -> CaseResult:
-    """SSP, LTP and the filtered rollouts of one surrogate over the given trial seeds.
-
-    ``model_fn(history (W, 20), key, *model_args) -> next`` is the forecast model;
-    ``predict``: batched ``(B, W, 20) -> (B, 20)``, the same surrogate, for SSP and LTP.
-    The EnKF "as the paper ran it" adds model error with
-    :math:`Q = (0.1^2 + \mathrm{MSE_{SSP}}) I` (``ssp_mse`` defaults to the trials' SSP MSE).
-    """
-    truths = [make_truth(config, seed) for seed in trials]
-    ssp, ltp = [], []
-    for truth in truths:
-        target = truth.states[WINDOW:]
-        ssp.append(np.asarray(metrics.rmse(evaluate.single_step(predict, truth.states, WINDOW), target)))
-        roll = evaluate.long_term(predict, truth.states[:WINDOW], target.shape[0])
-        ltp.append(np.asarray(metrics.rmse(roll, target)))
-    if ssp_mse is None:
-        ssp_mse = float(np.mean(np.square(ssp)))
-    curves, spreads, diverged = {}, {}, {}
-    for name in filters_for(config):
-        curves[name], spreads[name], diverged[name] = [], [], []
-        for seed, truth in zip(trials, truths):
-            result = run_filter(model_fn, model_args, name, config, seed, ssp_mse=ssp_mse,
-                                truth=truth, progress=progress)
-            curves[name].append(result.analysis_rmse[1:])
-            spreads[name].append(result.analysis_spread[1:])
-            diverged[name].append(result.diverged_step)
-    stack = lambda d: {k: np.stack(v) for k, v in d.items()}
-    return CaseResult(np.stack(ssp), np.stack(ltp), stack(curves), stack(spreads), diverged, ssp_mse)
-
-
-def _true_step(history, key):
-    del key
-    return l96.step(history[-1], 0.004)
-
-
-def _true_predict(histories):
-    return l96.step(histories[:, -1], 0.004)
-
-
-def run_filter(model_fn: Callable, model_args: tuple, name: str, config: DAConfig, seed: int, *,
-               ssp_mse: float = 0.0, truth: Truth | None = None,
-               progress: bool = False) -> assimilate.CycleResult:
-    """One filtered rollout: the filter ``name`` of :func:`filters_for` over the test trajectory
-    of ``seed``. The result's step 0 is step ``WINDOW - 1`` of the trajectory (the newest
-    state of the initial windows); the DA window is steps 1 onwards."""
-    filters = filters_for(config)
-    if name not in filters:
-        raise ValueError(f"name must be one of {sorted(filters)}, got {name!r}")
-    filt, init_std, add_q = filters[name]
-    truth = make_truth(config, seed) if truth is None else truth
-    q_std = float(np.sqrt(config.enkf_model_error**2 + ssp_mse)) if add_q else 0.0
-    k_init, k_cycle = jax.random.split(jax.random.key(20_000 + seed))
-    ens0 = initial_histories(k_init, truth.states, config.n_members, init_std)
-    obs = jax.tree.map(lambda a: a[WINDOW - 1:] if jnp.ndim(a) else a, truth.observations)
-    return assimilate.cycle(k_cycle, with_model_error(model_fn), filt, truth.states[WINDOW - 1:],
-                            obs, ens0, divergence_bound=1000.0, on_divergence="report",
-                            progress=progress, model_args=tuple(model_args) + (jnp.float32(q_std),))
+make_truth = partial(rollout.make_truth, SYSTEM)
+run_case = partial(rollout.run_case, SYSTEM)
+run_filter = partial(rollout.run_filter, SYSTEM)
 
 
 def true_model():
-    """The exact RK4 map as ``(forecast model, model_args, batched predictor)`` (reference rows)."""
-    return _true_step, (), _true_predict
+    """The exact RK4 map as ``(forecast model, model_args, batched predictor)``."""
+    return rollout.true_model(SYSTEM)
 
 
-def time_average(curves: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation over trials of the time-averaged RMSE (NaN if any diverged)."""
-    per_trial = np.mean(curves, axis=-1)
-    return float(np.mean(per_trial)), float(np.std(per_trial))
+def initial_histories(key, truth_states, n_members, std):
+    return rollout.initial_histories(key, truth_states, n_members, std, WINDOW)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from scoreda import _checks
+from scoreda.systems import kdv
 from scoreda.systems import lorenz96 as l96
 
 
@@ -74,6 +75,79 @@ def make_lorenz96(config: Lorenz96Data) -> Trajectories:
         return Trajectories(states, states)
     noise = config.target_noise_std * jax.random.normal(k_noise, states.shape, states.dtype)
     return Trajectories(states, states + noise)
+
+
+@dataclasses.dataclass(frozen=True)
+class KdVData:
+    """How a KdV training set is made (the paper: 30 two-soliton initial conditions, L = 50,
+    100 points, snapshots every 0.5 up to T = 500, solutions multiplied by ``scale`` = 10).
+
+    The ETDRK4 step is ``dt``; snapshots are kept every ``save_every`` steps.
+    ``target_noise_std`` (in scaled units) corrupts the targets only ("noisy data").
+    """
+
+    n_trajectories: int = 30
+    n_points: int = 100
+    length: float = 50.0
+    dt: float = 0.01
+    save_every: int = 50
+    n_steps: int = 1000  # snapshots after the initial one
+    scale: float = 10.0
+    target_noise_std: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        _checks.integer("n_trajectories", self.n_trajectories, 1)
+        _checks.integer("n_steps", self.n_steps, 1)
+        _checks.integer("save_every", self.save_every, 1)
+        _checks.positive("scale", self.scale)
+        _checks.non_negative("target_noise_std", self.target_noise_std)
+
+    @property
+    def d(self) -> int:
+        return self.n_points
+
+
+#: The KdV cases of the paper's experiment 2 (sizes of this project's choosing, stated in the book).
+KDV_SCENARIOS = {
+    "standard": dict(n_trajectories=30),
+    "insufficient": dict(n_trajectories=5),
+    "noisy": dict(n_trajectories=30, target_noise_std=0.5),
+}
+
+
+def kdv_scenario(name: str, **overrides) -> KdVData:
+    """The :class:`KdVData` of ``"standard"``, ``"insufficient"`` or ``"noisy"``, with overrides."""
+    if name not in KDV_SCENARIOS:
+        raise ValueError(f"scenario must be one of {sorted(KDV_SCENARIOS)}, got {name!r}")
+    return KdVData(**(KDV_SCENARIOS[name] | overrides))
+
+
+def kdv_states(key, config: KdVData, n_trajectories: int | None = None) -> jax.Array:
+    """Scaled KdV snapshots from random two-soliton initial conditions, ``(n, n_steps + 1, d)``."""
+    n = config.n_trajectories if n_trajectories is None else n_trajectories
+    ic = kdv.two_soliton_initial_condition(key, (n,), length=config.length, n_points=config.n_points)
+    u = kdv.solve(ic.u0, config.length, config.dt, config.n_steps * config.save_every, config.save_every)
+    return config.scale * u
+
+
+def make_kdv(config: KdVData) -> Trajectories:
+    """Generate the trajectories of ``config`` (deterministic in ``config.seed``)."""
+    k_data, k_noise = jax.random.split(jax.random.key(config.seed))
+    states = kdv_states(k_data, config)
+    if config.target_noise_std == 0:
+        return Trajectories(states, states)
+    noise = config.target_noise_std * jax.random.normal(k_noise, states.shape, states.dtype)
+    return Trajectories(states, states + noise)
+
+
+def make(config) -> Trajectories:
+    """The trajectories described by a :class:`Lorenz96Data` or :class:`KdVData`."""
+    if isinstance(config, Lorenz96Data):
+        return make_lorenz96(config)
+    if isinstance(config, KdVData):
+        return make_kdv(config)
+    raise TypeError(f"no data generator for {type(config).__name__}")
 
 
 def window_starts(n_trajectories: int, n_times: int, window: int) -> jax.Array:

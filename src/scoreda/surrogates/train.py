@@ -40,7 +40,7 @@ from tqdm import tqdm
 import scoreda
 from scoreda import _checks
 from scoreda.surrogates import data as data_lib
-from scoreda.surrogates import lstm
+from scoreda.surrogates import deeponet, lstm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,17 +67,27 @@ class TrainConfig:
         _checks.integer("patience", self.patience, 1)
 
 
+def create_model(config, seed: int = 0):
+    """A freshly initialised surrogate for an :class:`~scoreda.surrogates.lstm.LSTMConfig` or a
+    :class:`~scoreda.surrogates.deeponet.DeepONetConfig`."""
+    if isinstance(config, lstm.LSTMConfig):
+        return lstm.create(config, seed)
+    if isinstance(config, deeponet.DeepONetConfig):
+        return deeponet.create(config, seed)
+    raise TypeError(f"no surrogate for {type(config).__name__}")
+
+
 class TrainedSurrogate(NamedTuple):
     """A trained surrogate and how it got there.
 
     Fields:
-      model: the :class:`~scoreda.surrogates.lstm.LSTMSurrogate` with the best parameters.
+      model: the surrogate (LSTM or DeepONet) with the best parameters.
       history: per epoch, ``{"epoch", "train_loss", "val_loss", "samples_per_second"}``.
       path: the cache entry.
       loaded: True when the result came from the cache without training.
     """
 
-    model: lstm.LSTMSurrogate
+    model: Any
     history: list[dict]
     path: Path
     loaded: bool
@@ -151,8 +161,8 @@ def _make_steps(graphdef, statics, tx, window):
 
 
 def train(
-    data_config: data_lib.Lorenz96Data,
-    model_config: lstm.LSTMConfig,
+    data_config,
+    model_config,
     train_config: TrainConfig = TrainConfig(),
     *,
     progress: bool = True,
@@ -161,6 +171,11 @@ def train(
     stop_after: int | None = None,
 ) -> TrainedSurrogate:
     """Train (or load from the cache) a surrogate on the data described by ``data_config``.
+
+    ``data_config``: :class:`~scoreda.surrogates.data.Lorenz96Data` or
+    :class:`~scoreda.surrogates.data.KdVData`; ``model_config``:
+    :class:`~scoreda.surrogates.lstm.LSTMConfig` or
+    :class:`~scoreda.surrogates.deeponet.DeepONetConfig`.
 
     ``trajectories`` may pass data already generated from ``data_config`` (it is not part of
     the cache key, so it must be exactly that data). ``stop_after`` ends the call after that
@@ -179,9 +194,9 @@ def train(
         else:
             _write_json(config_file, described)
 
-    model = lstm.create(model_config, seed=train_config.seed)
+    model = create_model(model_config, seed=train_config.seed)
     if trajectories is None:
-        trajectories = data_lib.make_lorenz96(data_config)
+        trajectories = data_lib.make(data_config)
     train_set, val_set = _split(trajectories, train_config.val_fraction, train_config.seed)
     model.set_statistics(*_statistics(train_set))
     graphdef, params, statics = nnx.split(model, nnx.Param, ...)
@@ -267,7 +282,7 @@ def _window_forecaster(graphdef):
     return step
 
 
-def forecast_model(model: lstm.LSTMSurrogate):
+def forecast_model(model):
     """The surrogate as a forecast model for :func:`scoreda.assimilate.cycle`.
 
     Returns ``(fn, model_args)``: ``fn(history (W, d), key, *model_args) -> next (d,)``. The
@@ -278,7 +293,7 @@ def forecast_model(model: lstm.LSTMSurrogate):
     return _window_forecaster(graphdef), (state,)
 
 
-def as_function(model: lstm.LSTMSurrogate):
+def as_function(model):
     """A jitted pure function ``histories (..., W, d) -> next (..., d)``."""
     graphdef, state = nnx.split(model)
     return jax.jit(lambda h: nnx.merge(graphdef, state)(h))

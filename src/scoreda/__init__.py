@@ -1,7 +1,14 @@
 """scoreda: Ensemble Score Filter data assimilation for data-driven dynamical systems.
 
-Layers (lower never imports higher): ``systems`` (truth models) -> ``observe``
-(observation operators, masks, schedules) -> ... -> ``plotting``.
+Layers, each importing only those above it in this list:
+
+- ``systems``: the truth (Lorenz-96, KdV);
+- ``observe``: observation operators, masks, schedules;
+- ``surrogates``: neural-network forecast models and their training;
+- ``filters``: analysis steps (EnSF, EnKF, ETKF, LETKF);
+- ``metrics`` and ``assimilate``: scores and the cycling driver;
+- ``experiments``: typed configurations and runners of the book's experiments;
+- ``plotting``: the book's figures.
 """
 
 __version__ = "0.1.0"

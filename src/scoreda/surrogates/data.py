@@ -71,10 +71,14 @@ def make_lorenz96(config: Lorenz96Data) -> Trajectories:
     k_data, k_noise = jax.random.split(jax.random.key(config.seed))
     states = l96.dataset(k_data, config.n_trajectories, config.n_steps, config.dt, config.d,
                          config.forcing)
-    if config.target_noise_std == 0:
+    return _with_target_noise(k_noise, states, config.target_noise_std)
+
+
+def _with_target_noise(key, states, std) -> Trajectories:
+    """Exact inputs; targets with fixed additive Gaussian noise of standard deviation ``std``."""
+    if std == 0:
         return Trajectories(states, states)
-    noise = config.target_noise_std * jax.random.normal(k_noise, states.shape, states.dtype)
-    return Trajectories(states, states + noise)
+    return Trajectories(states, states + std * jax.random.normal(key, states.shape, states.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,11 +138,7 @@ def kdv_states(key, config: KdVData, n_trajectories: int | None = None) -> jax.A
 def make_kdv(config: KdVData) -> Trajectories:
     """Generate the trajectories of ``config`` (deterministic in ``config.seed``)."""
     k_data, k_noise = jax.random.split(jax.random.key(config.seed))
-    states = kdv_states(k_data, config)
-    if config.target_noise_std == 0:
-        return Trajectories(states, states)
-    noise = config.target_noise_std * jax.random.normal(k_noise, states.shape, states.dtype)
-    return Trajectories(states, states + noise)
+    return _with_target_noise(k_noise, kdv_states(k_data, config), config.target_noise_std)
 
 
 def make(config) -> Trajectories:

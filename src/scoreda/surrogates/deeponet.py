@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from scoreda import _checks
-from scoreda.surrogates.lstm import LSTMLayer, Statistic
+from scoreda.surrogates.lstm import LSTMLayer, Statistic, check_window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +95,7 @@ class DeepONetSurrogate(nnx.Module):
     def query(self, history: jax.Array, x: jax.Array) -> jax.Array:
         """The predicted next field at arbitrary points ``x`` ``(m,)``: ``(..., m)``."""
         c = self.config
-        if history.shape[-2:] != (c.window, c.d):
-            raise ValueError(
-                f"history must end in (window, d) = ({c.window}, {c.d}) for this surrogate, "
-                f"got shape {history.shape}"
-            )
+        check_window(history, c.window, c.d)
         batch_shape = history.shape[:-2]
         beta = self.coefficients(history.reshape((-1, c.window, c.d)))
         u = beta @ self.basis_functions(jnp.asarray(x, jnp.float32)).T + self.bias[...]

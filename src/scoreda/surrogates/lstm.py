@@ -44,6 +44,15 @@ class LSTMConfig:
         _checks.integer("layers", self.layers, 1)
 
 
+def check_window(history, window: int, d: int) -> None:
+    """Raise ``ValueError`` unless ``history`` ends in ``(window, d)``."""
+    if history.shape[-2:] != (window, d):
+        raise ValueError(
+            f"history must end in (window, d) = ({window}, {d}) for this surrogate, "
+            f"got shape {history.shape}"
+        )
+
+
 class Statistic(nnx.Variable):
     """A non-trainable array stored with the model (normalisation constants)."""
 
@@ -106,11 +115,7 @@ class LSTMSurrogate(nnx.Module):
 
     def __call__(self, history: jax.Array) -> jax.Array:
         cfg = self.config
-        if history.shape[-2:] != (cfg.window, cfg.d):
-            raise ValueError(
-                f"history must end in (window, d) = ({cfg.window}, {cfg.d}) for this surrogate, "
-                f"got shape {history.shape}"
-            )
+        check_window(history, cfg.window, cfg.d)
         batch_shape = history.shape[:-2]
         x = history.reshape((-1, cfg.window, cfg.d))
         if cfg.well_posed:

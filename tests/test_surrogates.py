@@ -2,7 +2,6 @@
 SSP/LTP against a perfect model."""
 
 import json
-from functools import partial
 
 import jax
 import jax.numpy as jnp

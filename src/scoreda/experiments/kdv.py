@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-import jax
 
 from scoreda.experiments import rollout
 from scoreda.experiments.rollout import (  # noqa: F401  (re-exported for the notebooks)

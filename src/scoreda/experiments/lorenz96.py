@@ -23,7 +23,6 @@ from scoreda.experiments.rollout import (  # noqa: F401  (re-exported for the no
     time_average,
     with_model_error,
 )
-import jax
 
 from scoreda.surrogates import data as data_lib
 from scoreda.surrogates import lstm, train

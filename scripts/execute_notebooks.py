@@ -1,7 +1,8 @@
 """Execute the book's notebooks in place with papermill.
 
 By default only notebooks that hold code cells never executed (or no outputs at all) are run;
-``--all`` re-executes every notebook at its stored defaults. Each notebook is executed into a
+``--all`` re-executes every notebook at its stored defaults, and named notebooks are
+re-executed whatever their state. Each notebook is executed into a
 temporary file, which replaces the original only when the run succeeds.
 """
 
@@ -42,8 +43,12 @@ def execute(path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--all", action="store_true", help="re-execute every notebook")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="re-execute just these")
     args = parser.parse_args(argv)
-    todo = [p for p in NOTEBOOKS if args.all or needs_execution(p)]
+    if args.notebooks:
+        todo = [p.resolve() for p in args.notebooks]
+    else:
+        todo = [p for p in NOTEBOOKS if args.all or needs_execution(p)]
     if not todo:
         print("All notebooks are stored executed; nothing to run.")
     for path in todo:

@@ -65,6 +65,14 @@ def test_ensf_tracks_lorenz96_with_arctan_observations():
     late = slice(150, 300)
     assert np.mean(result.analysis_rmse[late]) < 1.0
     assert np.mean(result.analysis_rmse[late]) < 0.3 * np.mean(free.forecast_rmse[late])
+    # the scalar-only record is the same run
+    lean = assimilate.cycle(jax.random.key(4), step, filt, truth, obs, ens0, store_states=False)
+    np.testing.assert_array_equal(lean.analysis_rmse, result.analysis_rmse)
+    assert lean.analysis_mean is None and lean.analysis_variance is None
+    # bfloat16 storage (float32 arithmetic): members rounded to 8 mantissa bits each step
+    half = assimilate.cycle(jax.random.key(4), step, filt, truth, obs, ens0.astype(jnp.bfloat16))
+    assert half.final_members.dtype == jnp.bfloat16
+    assert np.mean(half.analysis_rmse[late]) < 1.0
 
 
 def test_unobserved_steps_are_free_forecasts_of_the_model():

@@ -60,9 +60,12 @@ def test_windows_pair_each_history_with_the_next_state():
     traj = data.Trajectories(jnp.arange(2 * 6 * 1.0).reshape(2, 6, 1), jnp.arange(2 * 6 * 1.0).reshape(2, 6, 1))
     starts = data.window_starts(2, 6, 3)
     assert starts.shape == (6, 2)
-    x, y = data.gather_windows(traj, starts, 3)
+    x, y, w = data.gather_windows(traj, starts, 3)
     np.testing.assert_array_equal(x[4, :, 0], [7, 8, 9])
     np.testing.assert_array_equal(y[4], [10])
+    np.testing.assert_array_equal(w, 1.0)
+    weighted = traj._replace(weights=10 * traj.targets)
+    np.testing.assert_array_equal(data.gather_windows(weighted, starts, 3)[2][4], [100])
     with pytest.raises(ValueError, match="too short"):
         data.window_starts(2, 3, 3)
 

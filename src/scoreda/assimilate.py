@@ -55,6 +55,8 @@ class CycleResult(NamedTuple):
       diverged_step: first step whose RMSE was above the bound or not finite; -1 if none.
         That step keeps its offending values; the entries after it are NaN.
       final_members: the members after the last completed step, ``(N, d)`` or ``(N, W, d)``.
+      analysis_variance: per-component ensemble variance after the analysis (``N - 1``),
+        ``(T, d)``; e.g. to weight analyses as training targets.
     """
 
     forecast_mean: np.ndarray
@@ -66,6 +68,7 @@ class CycleResult(NamedTuple):
     observed: np.ndarray
     diverged_step: int
     final_members: np.ndarray
+    analysis_variance: np.ndarray
 
 
 def _current(members):
@@ -76,23 +79,29 @@ def _replace_current(members, state):
     return members.at[:, -1].set(state) if members.ndim == 3 else state
 
 
-def _stats(members, truth_n):
-    x = _current(members)
+def _stats(members, truth_n, with_variance=False):
+    x = _current(members).astype(truth_n.dtype)
     mean = x.mean(axis=0)
-    return mean, metrics.spread(x), metrics.rmse(mean, truth_n)
+    stats = (mean, metrics.spread(x), metrics.rmse(mean, truth_n))
+    return stats + (jnp.var(x, axis=0, ddof=1),) if with_variance else stats
 
 
 @functools.lru_cache(maxsize=32)
-def _make_step(model, filter_fn, bound):
-    """The jitted scan over one chunk of steps (cached, so repeated cycles compile once)."""
+def _make_step(model, filter_fn, bound, store_states=True):
+    """The jitted scan over one chunk of steps (cached, so repeated cycles compile once).
+    Members are stored in their own dtype and computed on in (at least) float32."""
+
+    def compute(members):
+        return members.astype(jnp.promote_types(members.dtype, jnp.float32))
 
     def analyse(members, key, y, mask, obs_std):
-        analysis = filter_fn(key, _current(members), y, obs_std, mask=mask)
-        return _replace_current(members, analysis)
+        analysis = filter_fn(key, compute(_current(members)), y, obs_std, mask=mask)
+        return _replace_current(members, analysis.astype(members.dtype))
 
     def forecast(members, key, model_args):
         keys = jax.random.split(key, members.shape[0])
-        nxt = jax.vmap(lambda m, k: model(m, k, *model_args))(members, keys)
+        nxt = jax.vmap(lambda m, k: model(m, k, *model_args))(compute(members), keys)
+        nxt = nxt.astype(members.dtype)
         if members.ndim == 3:
             return jnp.concatenate([members[:, 1:], nxt[:, None]], axis=1)
         return nxt
@@ -108,16 +117,19 @@ def _make_step(model, filter_fn, bound):
             f_stats = _stats(members, truth_n)
             members = jax.lax.cond(observed, analyse, lambda m, *_: m, members, k_filter, y, mask,
                                    obs_std)
-            return members, f_stats, _stats(members, truth_n)
+            return members, f_stats, _stats(members, truth_n, with_variance=True)
 
         def frozen(members):
-            nan_stats = (jnp.full(truth_n.shape, jnp.nan, truth_n.dtype),
-                         jnp.asarray(jnp.nan, truth_n.dtype), jnp.asarray(jnp.nan, truth_n.dtype))
-            return members, nan_stats, nan_stats
+            nan_vector = jnp.full(truth_n.shape, jnp.nan, truth_n.dtype)
+            nan_stats = (nan_vector, jnp.asarray(jnp.nan, truth_n.dtype),
+                         jnp.asarray(jnp.nan, truth_n.dtype))
+            return members, nan_stats, nan_stats + (nan_vector,)
 
         new_members, f_stats, a_stats = jax.lax.cond(diverged >= 0, frozen, advance, members)
-        bad = (diverged < 0) & ~(jnp.isfinite(a_stats[2]) & jnp.isfinite(f_stats[2])
-                                  & (a_stats[2] <= bound))
+        f_rmse, a_rmse = f_stats[2], a_stats[2]
+        if not store_states:  # keep the scalars only (huge d)
+            f_stats, a_stats = f_stats[1:], a_stats[1:3]
+        bad = (diverged < 0) & ~(jnp.isfinite(a_rmse) & jnp.isfinite(f_rmse) & (a_rmse <= bound))
         members = jnp.where(bad, members, new_members)  # keep the last finite members
         diverged = jnp.where(bad, n, diverged)
         return (members, diverged), (f_stats, a_stats)
@@ -143,6 +155,7 @@ def cycle(
     chunk: int = 250,
     progress: bool = False,
     model_args: tuple = (),
+    store_states: bool = True,
 ) -> CycleResult:
     """Run forecast-analysis cycles over a true trajectory and its observations.
 
@@ -163,12 +176,20 @@ def cycle(
       model_args: extra arrays passed to the model as ``model(member, key, *model_args)``
         (e.g. a surrogate's parameters). They enter the compiled loop as arguments, so
         models that differ only in them share one compilation.
+      store_states: keep the per-step means and variances ``(T, d)``; with False those
+        fields are None and only the scalar curves are kept (for huge ``d``).
+
+    Members are stored in ``ensemble0``'s floating dtype (e.g. ``bfloat16`` to halve the
+    memory of a huge ensemble) and promoted to at least float32 for the model and the filter.
     """
     truth = jnp.asarray(truth)
     if truth.ndim != 2:
         raise ValueError(f"truth must have shape (T, d), got {truth.shape}")
     n_steps, d = truth.shape
-    ensemble0 = jnp.asarray(ensemble0, dtype=jnp.result_type(ensemble0, jnp.float32))
+    ensemble0 = jnp.asarray(ensemble0)
+    if not jnp.issubdtype(ensemble0.dtype, jnp.floating):
+        ensemble0 = ensemble0.astype(jnp.float32)
+    compute_dtype = jnp.promote_types(ensemble0.dtype, jnp.float32)
     if ensemble0.ndim not in (2, 3) or ensemble0.shape[-1] != d:
         raise ValueError(
             f"ensemble0 must have shape (N, d) or (N, W, d) with d = {d}, got {ensemble0.shape}"
@@ -187,11 +208,11 @@ def cycle(
     chunk = _checks.integer("chunk", chunk, 1)
     _checks.finite("ensemble0", ensemble0)
 
-    step_chunk = _make_step(model, filter, float(divergence_bound))
+    step_chunk = _make_step(model, filter, float(divergence_bound), bool(store_states))
     keys = jax.random.split(key, n_steps)
     xs_all = (
-        jnp.arange(n_steps), keys, truth.astype(ensemble0.dtype),
-        observations.values.astype(ensemble0.dtype), observations.mask, schedule,
+        jnp.arange(n_steps), keys, truth.astype(compute_dtype),
+        observations.values.astype(compute_dtype), observations.mask, schedule,
         jnp.arange(n_steps) > 0,
     )
     carry = (ensemble0, jnp.asarray(-1))
@@ -205,17 +226,23 @@ def cycle(
         if int(carry[1]) >= 0:
             break
     bar.close()
-    (f_mean, f_spread, f_rmse), (a_mean, a_spread, a_rmse) = jax.tree.map(
+    f_stats, a_stats = jax.tree.map(
         lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *outputs
     )
+    if store_states:
+        (f_mean, f_spread, f_rmse), (a_mean, a_spread, a_rmse, a_var) = f_stats, a_stats
+    else:
+        (f_spread, f_rmse), (a_spread, a_rmse) = f_stats, a_stats
+        f_mean = a_mean = a_var = None
     done = f_rmse.shape[0]
     if done < n_steps:  # stopped early: pad the unrun steps with NaN
-        pad = lambda a: np.concatenate([a, np.full((n_steps - done,) + a.shape[1:], np.nan, a.dtype)])
-        f_mean, f_spread, f_rmse, a_mean, a_spread, a_rmse = map(
-            pad, (f_mean, f_spread, f_rmse, a_mean, a_spread, a_rmse))
+        pad = lambda a: None if a is None else np.concatenate(
+            [a, np.full((n_steps - done,) + a.shape[1:], np.nan, a.dtype)])
+        f_mean, f_spread, f_rmse, a_mean, a_spread, a_rmse, a_var = map(
+            pad, (f_mean, f_spread, f_rmse, a_mean, a_spread, a_rmse, a_var))
     diverged = int(carry[1])
     result = CycleResult(f_mean, a_mean, f_spread, a_spread, f_rmse, a_rmse,
-                         np.asarray(schedule), diverged, np.asarray(carry[0]))
+                         np.asarray(schedule), diverged, np.asarray(carry[0]), a_var)
     if diverged >= 0 and on_divergence == "raise":
         # the diverged step keeps the offending values; the steps after it are NaN
         offending = f_rmse[diverged] if not np.isfinite(f_rmse[diverged]) else a_rmse[diverged]

@@ -177,7 +177,7 @@ def filters_for(config: DAConfig) -> dict[str, tuple[Callable, float, bool]]:
 def run_case(system: System, model_fn: Callable, model_args: tuple, predict: Callable,
              config: DAConfig, trials, *, progress: bool = False,
              ssp_mse: float | None = None) -> CaseResult:
-    """SSP, LTP and the filtered rollouts of one surrogate over the given trial seeds.
+    r"""SSP, LTP and the filtered rollouts of one surrogate over the given trial seeds.
 
     ``model_fn(history (W, d), key, *model_args) -> next`` is the forecast model;
     ``predict``: batched ``(B, W, d) -> (B, d)``, the same surrogate, for SSP and LTP.

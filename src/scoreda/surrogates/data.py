@@ -60,10 +60,12 @@ def scenario(name: str, **overrides) -> Lorenz96Data:
 
 class Trajectories(NamedTuple):
     """Training trajectories: ``inputs`` exact states and ``targets`` (possibly noisy), both
-    ``(n_trajectories, n_steps + 1, d)``."""
+    ``(n_trajectories, n_steps + 1, d)``; optional ``weights`` of the same shape weight each
+    target entry in the loss (None: all one)."""
 
     inputs: jax.Array
     targets: jax.Array
+    weights: jax.Array | None = None
 
 
 def make_lorenz96(config: Lorenz96Data) -> Trajectories:
@@ -161,11 +163,14 @@ def window_starts(n_trajectories: int, n_times: int, window: int) -> jax.Array:
 
 
 def gather_windows(data: Trajectories, starts: jax.Array, window: int):
-    """Cut windows and targets: ``starts (B, 2)`` -> inputs ``(B, window, d)``, targets ``(B, d)``."""
+    """Cut windows, targets and target weights: ``starts (B, 2)`` -> inputs ``(B, window, d)``,
+    targets ``(B, d)``, weights ``(B, d)`` (ones when ``data.weights`` is None)."""
 
     def one(start):
         i, t = start[0], start[1]
         x = jax.lax.dynamic_slice_in_dim(data.inputs[i], t, window, axis=0)
-        return x, data.targets[i, t + window]
+        y = data.targets[i, t + window]
+        w = jnp.ones_like(y) if data.weights is None else data.weights[i, t + window]
+        return x, y, w
 
     return jax.vmap(one)(starts)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 import scoreda
 from scoreda import _checks
 from scoreda.surrogates import data as data_lib
-from scoreda.surrogates import deeponet, lstm
+from scoreda.surrogates import conv, deeponet, lstm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +68,13 @@ class TrainConfig:
 
 
 def create_model(config, seed: int = 0):
-    """A freshly initialised surrogate for an :class:`~scoreda.surrogates.lstm.LSTMConfig` or a
-    :class:`~scoreda.surrogates.deeponet.DeepONetConfig`."""
+    """A freshly initialised surrogate for an :class:`~scoreda.surrogates.lstm.LSTMConfig`, a
+    :class:`~scoreda.surrogates.deeponet.DeepONetConfig` or a
+    :class:`~scoreda.surrogates.conv.ConvConfig`."""
     if isinstance(config, lstm.LSTMConfig):
         return lstm.create(config, seed)
+    if isinstance(config, conv.ConvConfig):
+        return conv.create(config, seed)
     if isinstance(config, deeponet.DeepONetConfig):
         return deeponet.create(config, seed)
     raise TypeError(f"no surrogate for {type(config).__name__}")
@@ -101,12 +104,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SCOREDA_CACHE", Path.home() / ".cache" / "scoreda"))
 
 
-def config_key(*configs) -> tuple[str, dict]:
-    """A stable hash of dataclass configurations (and the package version), with the dict hashed."""
-    described = {type(c).__name__: dataclasses.asdict(c) for c in configs}
+def config_key(*configs, **extra) -> tuple[str, dict]:
+    """A stable hash of dataclass configurations, JSON-able ``extra`` entries and the package
+    version; returns the hash and the dict that was hashed."""
+    described = {type(c).__name__: dataclasses.asdict(c) for c in configs} | extra
     described["scoreda_version"] = scoreda.__version__
     text = json.dumps(described, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20], described
+
+
+def parameters_digest(model) -> str:
+    """A hash of a model's arrays (parameters and statistics), to key warm-started training."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(nnx.state(model)):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()[:20]
 
 
 def _write_json(path: Path, payload) -> None:
@@ -125,23 +137,23 @@ def _split(trajectories: data_lib.Trajectories, val_fraction: float, seed: int):
     n = trajectories.inputs.shape[0]
     n_val = int(round(val_fraction * n)) if n > 1 else 0
     order = np.random.default_rng(seed).permutation(n)
-    take = lambda idx: data_lib.Trajectories(trajectories.inputs[idx], trajectories.targets[idx])
+    take = lambda idx: jax.tree.map(lambda a: a[idx], trajectories)
     train = take(np.sort(order[n_val:]))
     val = take(np.sort(order[:n_val])) if n_val else train
     return train, val
 
 
 def _make_steps(graphdef, statics, tx, window):
-    def loss_fn(params, batch_x, batch_y):
+    def loss_fn(params, batch_x, batch_y, batch_w):
         model = nnx.merge(graphdef, params, statics)
-        return jnp.mean((model(batch_x) - batch_y) ** 2)
+        return jnp.mean(batch_w * (model(batch_x) - batch_y) ** 2)
 
     @jax.jit
     def run_batches(params, opt_state, trajectories, starts):
         def one(carry, batch_starts):
             params, opt_state = carry
-            x, y = data_lib.gather_windows(trajectories, batch_starts, window)
-            loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+            x, y, w = data_lib.gather_windows(trajectories, batch_starts, window)
+            loss, grads = jax.value_and_grad(loss_fn)(params, x, y, w)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -151,8 +163,8 @@ def _make_steps(graphdef, statics, tx, window):
     @jax.jit
     def evaluate(params, trajectories, starts):
         def one(total, batch_starts):
-            x, y = data_lib.gather_windows(trajectories, batch_starts, window)
-            return total + loss_fn(params, x, y), None
+            x, y, w = data_lib.gather_windows(trajectories, batch_starts, window)
+            return total + loss_fn(params, x, y, w), None
 
         total, _ = jax.lax.scan(one, 0.0, starts)
         return total / starts.shape[0]
@@ -169,6 +181,7 @@ def train(
     cache: bool = True,
     trajectories: data_lib.Trajectories | None = None,
     stop_after: int | None = None,
+    initial_model=None,
 ) -> TrainedSurrogate:
     """Train (or load from the cache) a surrogate on the data described by ``data_config``.
 
@@ -180,10 +193,19 @@ def train(
     ``trajectories`` may pass data already generated from ``data_config`` (it is not part of
     the cache key, so it must be exactly that data). ``stop_after`` ends the call after that
     many epochs as if interrupted (the next call resumes); for tests and time-boxed runs.
+
+    ``initial_model`` warm-starts from a surrogate of the same ``model_config``: training
+    begins at its parameters and keeps its normalisation statistics (a hash of its arrays
+    enters the cache key). Targets are weighted by ``trajectories.weights`` when given.
     """
     if model_config.d != data_config.d:
         raise ValueError(f"the surrogate's d ({model_config.d}) differs from the data's d ({data_config.d})")
-    key, described = config_key(data_config, model_config, train_config)
+    extra = {}
+    if initial_model is not None:
+        if getattr(initial_model, "config", None) != model_config:
+            raise ValueError("initial_model must have the architecture model_config describes")
+        extra["initial_model"] = parameters_digest(initial_model)
+    key, described = config_key(data_config, model_config, train_config, **extra)
     path = (cache_dir() / "surrogates" / key).absolute()
     if cache:
         path.mkdir(parents=True, exist_ok=True)
@@ -194,11 +216,15 @@ def train(
         else:
             _write_json(config_file, described)
 
-    model = create_model(model_config, seed=train_config.seed)
     if trajectories is None:
         trajectories = data_lib.make(data_config)
     train_set, val_set = _split(trajectories, train_config.val_fraction, train_config.seed)
-    model.set_statistics(*_statistics(train_set))
+    if initial_model is None:
+        model = create_model(model_config, seed=train_config.seed)
+        model.set_statistics(*_statistics(train_set))
+    else:
+        graphdef0, state0 = nnx.split(initial_model)
+        model = nnx.merge(graphdef0, jax.tree.map(jnp.array, state0))  # a copy
     graphdef, params, statics = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(train_config.learning_rate)
     opt_state = tx.init(params)

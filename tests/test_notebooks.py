@@ -30,6 +30,11 @@ SMALL = {
     "05_kdv_experiment.ipynb": dict(n_traj_standard=3, n_traj_insufficient=2, epochs=1,
                                     samples_per_epoch=512, da_steps=30, n_members=8, ensf_steps=10,
                                     n_trials=1),
+    "06_hybrid_training.ipynb": dict(n_steps=200, n_iterations=1, n_members=10, ensf_steps=10,
+                                     epochs_initial=1, epochs_retrain=1, n_starts=10),
+    "07_scaling.ipynb": dict(d_grid=[100, 1000, 10000], n_grid=[10, 20], d_for_n=1000,
+                             timing_steps=5, repeats=1, storage_d=1000, storage_steps=50,
+                             reference_d=10000, reference_cycles=2),
 }
 
 
@@ -85,7 +90,7 @@ def test_book_builds_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     html = tmp_path / "_build" / "html"
-    pages = ["book/intro.html", "book/bibliography.html"]
+    pages = ["book/intro.html", "book/bibliography.html", "book/performance.html"]
     pages += [f"notebooks/{p.stem}.html" for p in NOTEBOOKS]
     for page in pages:
         assert (html / page).is_file(), page

@@ -7,7 +7,9 @@ Layers, each importing only those above it in this list:
 - ``surrogates``: neural-network forecast models and their training;
 - ``filters``: analysis steps (EnSF, EnKF, ETKF, LETKF);
 - ``metrics`` and ``assimilate``: scores and the cycling driver;
-- ``experiments``: typed configurations and runners of the book's experiments;
+- ``sharding``: meshes and placement for running filters and cycles on several devices;
+- ``experiments`` and ``hybrid``: typed configurations and runners of the book's
+  experiments, and data assimilation inside training;
 - ``plotting``: the book's figures.
 """
 

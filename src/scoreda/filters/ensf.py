@@ -44,7 +44,9 @@ noise of :mod:`scoreda.filters._fastmath`. Blocked and unblocked runs draw ident
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -174,6 +176,7 @@ def analysis(
     noise: str = "hash",
     block_size: int | None = None,
     integrator: str = "euler",
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jax.Array:
     """EnSF analysis: forecast ensemble ``(N, d)`` and observation ``y`` ``(d,)`` in, analysis ``(N, d)`` out.
 
@@ -201,6 +204,12 @@ def analysis(
         steps when ``obs_std`` is small.
       block_size: components per cache block in the paired fast path (default: about
         65,536 / N components per block: 256 KiB of float32 state, which stays in cache).
+      mesh: run the paired fast path on the devices of a :class:`jax.sharding.Mesh`: members
+        split over its ``"members"`` axis (if it has one), components over all its other
+        axes. Paired updates are independent per (member, component) and the noise depends
+        only on global indices, so every device works on its own slice with no
+        communication and the result equals the single-device one. ``N`` and ``d`` must be
+        divisible by the axis sizes. See :mod:`scoreda.sharding`.
 
     Returns:
       The analysis ensemble, shape ``(N, d)``, dtype of ``ensemble``.
@@ -212,6 +221,13 @@ def analysis(
     y = jnp.asarray(y, ensemble.dtype)
     mask = jnp.ones(d, bool) if mask is None else jnp.asarray(mask, bool)
     elementwise = prior == "paired" and not callable(obs) and noise == "hash"
+    if mesh is not None:
+        if not elementwise:
+            raise ValueError("mesh needs the paired fast path: prior='paired', obs 'identity' or "
+                             "'arctan', noise='hash'")
+        return _sharded(key, ensemble, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, obs=obs,
+                        n_steps=n_steps, start=start, block_size=block_size,
+                        integrator=integrator, mesh=mesh)
     if elementwise:
         if block_size is None:
             block_size = max(128, 65_536 // n_members)
@@ -232,7 +248,7 @@ def _start_state(start, z_noise, x, sched: Schedule, kernel_var):
 
 
 def _likelihood_curvature(z, obs, mask, obs_std):
-    """Gauss-Newton curvature of the negative log-likelihood, :math:`m\,h'(z)^2/\sigma^2`
+    r"""Gauss-Newton curvature of the negative log-likelihood, :math:`m\,h'(z)^2/\sigma^2`
     (elementwise operators only; 0 for a callable, whose Jacobian need not be diagonal)."""
     if obs == "identity":
         return mask / obs_std**2
@@ -275,13 +291,15 @@ def _step(z, k, *, prior_score, lik_score, lik_curvature, prior_var, sched: Sche
 
 @partial(jax.jit, static_argnames=("obs", "n_steps", "start", "block_size", "integrator"))
 def _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *, obs, n_steps,
-                    start, block_size, integrator="euler"):
+                    start, block_size, integrator="euler", row_offset=0, col_offset=0):
+    # row_offset / col_offset: global index of this slice's first member / component (the
+    # noise depends on global indices only, so a shard draws what the whole array would)
     n_members, d = x.shape
     dtype = x.dtype
     sched = schedule(eps_a, eps_b, n_steps, dtype)
     dt = jnp.asarray(1.0 / n_steps, dtype)
     seed = _fastmath.seed_words(key)
-    rows = jnp.arange(n_members, dtype=jnp.uint32)
+    rows = jnp.arange(n_members, dtype=jnp.uint32) + jnp.asarray(row_offset, jnp.uint32)
     n_blocks = -(-d // block_size)
     pad = n_blocks * block_size - d
 
@@ -289,7 +307,7 @@ def _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *,
         a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)], constant_values=fill)
         return jnp.moveaxis(a.reshape(a.shape[:-1] + (n_blocks, block_size)), -2, 0)
 
-    cols = blocks(jnp.arange(d, dtype=jnp.uint32), 0)
+    cols = blocks(jnp.arange(d, dtype=jnp.uint32) + jnp.asarray(col_offset, jnp.uint32), 0)
     inputs = (blocks(x, 0), blocks(y, 0), blocks(mask.astype(dtype), 0), cols)
 
     def run_block(args):
@@ -313,6 +331,51 @@ def _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *,
 
     out = jax.lax.map(run_block, inputs)  # (n_blocks, N, block_size)
     return jnp.moveaxis(out, 0, 1).reshape(n_members, n_blocks * block_size)[:, :d]
+
+
+def _sharded(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, *, mesh, block_size, obs,
+             n_steps, start, integrator):
+    """The paired fast path under ``shard_map``: each device runs the blocked kernel on its
+    slice, with the global offsets of its first member and component."""
+    fn = _sharded_fn(mesh, *x.shape, block_size, obs, n_steps, start, integrator)
+    as_array = lambda v: jnp.asarray(v, x.dtype)
+    return fn(key, x, y, mask, as_array(obs_std), as_array(kernel_var), as_array(eps_a),
+              as_array(eps_b), as_array(clip))
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_fn(mesh, n_members, d, block_size, obs, n_steps, start, integrator):
+    member_axes = tuple(a for a in mesh.axis_names if a == "members")
+    state_axes = tuple(a for a in mesh.axis_names if a != "members")
+    n_member_shards = math.prod(mesh.shape[a] for a in member_axes)
+    n_state_shards = math.prod(mesh.shape[a] for a in state_axes)
+    if n_members % n_member_shards or d % n_state_shards:
+        raise ValueError(f"N = {n_members} and d = {d} must be divisible by the mesh's member "
+                         f"({n_member_shards}) and state ({n_state_shards}) shards")
+    d_local, n_local = d // n_state_shards, n_members // n_member_shards
+    block = min(block_size or max(128, 65_536 // n_local), d_local)
+    P = jax.sharding.PartitionSpec
+    members = P(member_axes[0] if member_axes else None, state_axes or None)
+    state = P(state_axes or None)
+
+    def local(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip):
+        row0 = jax.lax.axis_index(member_axes) * n_local if member_axes else 0
+        col0 = jax.lax.axis_index(state_axes) * d_local if state_axes else 0
+        return _paired_blocked(key, x, y, mask, obs_std, kernel_var, eps_a, eps_b, clip, obs=obs,
+                               n_steps=n_steps, start=start, block_size=block,
+                               integrator=integrator, row_offset=row0, col_offset=col0)
+
+    specs = (P(), members, state, state) + (P(),) * 5
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=members, check_vma=False)
+
+    explicit = any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
+    place = jax.reshard if explicit else jax.lax.with_sharding_constraint
+
+    @jax.jit
+    def run(*args):  # place the inputs as the map expects, whatever their sharding
+        return mapped(*[place(a, jax.sharding.NamedSharding(mesh, spec)) for a, spec in zip(args, specs)])
+
+    return run
 
 
 @partial(jax.jit, static_argnames=("obs", "prior", "n_steps", "start", "noise", "return_path",

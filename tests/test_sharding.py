@@ -1,0 +1,41 @@
+"""Sharded EnSF equals single-device EnSF (four forced CPU devices, in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from scoreda import sharding
+from scoreda.filters import ensf
+
+
+def test_sharded_analysis_and_cycle_equal_the_single_device_run():
+    script = Path(__file__).parent / "scripts" / "sharded_vs_single.py"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    for layout in ("1x4", "2x2", "4x1"):
+        assert report[f"analysis_{layout}"] == 0.0, report  # same noise, same arithmetic
+        assert report[f"devices_{layout}"] == 4
+    assert report["cycle_rmse"] < 1e-5 and report["cycle_members"] < 1e-4, report
+    assert report["diverged"] == [-1, -1]
+
+
+def test_a_mesh_that_does_not_divide_the_ensemble_is_refused():
+    mesh = sharding.make_mesh(state=1)
+    x = jnp.ones((3, 5))
+    out = ensf.analysis(jax.random.key(0), x, jnp.zeros(5), 1.0, mesh=mesh, n_steps=2)
+    assert out.shape == (3, 5)
+    with pytest.raises(ValueError, match="paired fast path"):
+        ensf.analysis(jax.random.key(0), x, jnp.zeros(5), 1.0, mesh=mesh, prior="mixture")
+    with pytest.raises(ValueError, match="members must divide"):
+        sharding.make_mesh(members=len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match=r"\(N, d\) or \(N, W, d\)"):
+        sharding.place(jnp.ones(4), mesh)

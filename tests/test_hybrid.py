@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from scoreda import hybrid
 from scoreda.surrogates import conv, data, train
@@ -14,7 +15,7 @@ from scoreda.systems import lorenz96 as l96
 
 
 def test_circular_conv_is_the_periodic_stencil_sum():
-    layer = conv.CircularConv(3, 2, 5, rngs=__import__("flax").nnx.Rngs(0))
+    layer = conv.CircularConv(3, 2, 5, rngs=nnx.Rngs(0))
     h = np.asarray(jax.random.normal(jax.random.key(1), (2, 7, 3)))
     w = np.asarray(layer.linear.kernel[...]).reshape(5, 3, 2)  # (shift, in, out)
     b = np.asarray(layer.linear.bias[...])
@@ -109,9 +110,9 @@ def test_bad_settings_and_filters_are_refused():
     with pytest.raises(ValueError, match="n_observed"):
         hybrid.Setting("x", d=10, dt=0.05, obs="identity", obs_std=1.0, n_observed=11)
     with pytest.raises(ValueError, match="linear"):
-        hybrid.make_filter("ETKF", "arctan", 10, 1.0, 10, 0.5, 0.025)
+        hybrid.make_filter("ETKF", "arctan", 1.0, 10, 0.5, 0.025)
     with pytest.raises(ValueError, match="filter must be one of"):
-        hybrid.make_filter("PF", "identity", 10, 1.0, 10, 0.5, 0.025)
+        hybrid.make_filter("PF", "identity", 1.0, 10, 0.5, 0.025)
     with pytest.raises(ValueError, match="surrogate's d"):
         hybrid.run(hybrid.PAPER, hybrid.config_for(hybrid.BRAJARD2020), "EnSF", progress=False)
 

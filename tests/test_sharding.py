@@ -26,9 +26,10 @@ def test_sharded_analysis_and_cycle_equal_the_single_device_run():
         assert report[f"devices_{layout}"] == 4
     assert report["cycle_rmse"] < 1e-5 and report["cycle_members"] < 1e-4, report
     assert report["diverged"] == [-1, -1]
+    assert report["indivisible_refused"]
 
 
-def test_a_mesh_that_does_not_divide_the_ensemble_is_refused():
+def test_a_one_device_mesh_runs_and_bad_mesh_inputs_are_refused():
     mesh = sharding.make_mesh(state=1)
     x = jnp.ones((3, 5))
     out = ensf.analysis(jax.random.key(0), x, jnp.zeros(5), 1.0, mesh=mesh, n_steps=2)

@@ -52,6 +52,14 @@ def finite(name: str, x) -> None:
         raise ValueError(f"{name} must be finite everywhere; it contains NaN or infinity")
 
 
+def observation_shapes(y, mask, d: int) -> None:
+    """Raise ``ValueError`` unless ``y`` (and ``mask`` when given) have shape ``(d,)``."""
+    if jnp.shape(y) != (d,):
+        raise ValueError(f"y must have shape (d,) = ({d},), got {jnp.shape(y)}")
+    if mask is not None and jnp.shape(mask) != (d,):
+        raise ValueError(f"mask must have shape (d,) = ({d},), got {jnp.shape(mask)}")
+
+
 def state_dim(name: str, x, minimum: int) -> int:
     """Return the size of the last axis of ``x``; raise if ``x`` is a scalar or it is < minimum."""
     shape = jnp.shape(x)

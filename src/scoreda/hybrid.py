@@ -46,7 +46,7 @@ from tqdm import tqdm
 from scoreda import _checks, assimilate, metrics, observe
 from scoreda.experiments import rollout
 from scoreda.filters import ensf, kalman
-from scoreda.surrogates import conv, train
+from scoreda.surrogates import conv, evaluate, train
 from scoreda.surrogates import data as data_lib
 from scoreda.systems import lorenz96 as l96
 
@@ -69,7 +69,6 @@ class Setting:
     def __post_init__(self):
         _checks.integer("d", self.d, l96.MIN_DIM)
         _checks.positive("dt", self.dt)
-        observe.operator(self.obs)
         if self.obs not in ("identity", "arctan"):
             raise ValueError(f"obs must be 'identity' or 'arctan', got {self.obs!r}")
         _checks.positive("obs_std", self.obs_std)
@@ -237,15 +236,6 @@ def system_scales(setting: Setting) -> tuple[float, float]:
     return lyap, float(jnp.std(states))
 
 
-@partial(jax.jit, static_argnames=("predict", "n_steps"))
-def _rollouts(predict, histories, n_steps):
-    def step(window, _):
-        nxt = predict(window)
-        return jnp.concatenate([window[:, 1:], nxt[:, None]], axis=1), nxt
-
-    return jnp.swapaxes(jax.lax.scan(step, histories, None, length=n_steps)[1], 0, 1)
-
-
 def valid_times(predict, setting: Setting, window: int, *, n_starts: int = 100,
                 horizon: float = 10.0, threshold: float = 0.5, seed: int = 1) -> np.ndarray:
     r"""Forecast valid times in Lyapunov times from ``n_starts`` attractor states: the first
@@ -258,7 +248,7 @@ def valid_times(predict, setting: Setting, window: int, *, n_starts: int = 100,
     n_steps = int(math.ceil(horizon / (lyap * setting.dt)))
     x0 = attractor_states(setting, jax.random.key(50_000 + seed), n_starts)
     truth = l96.trajectory(x0, window - 1 + n_steps, setting.dt, setting.forcing)
-    forecast = _rollouts(predict, truth[:, :window], n_steps)
+    forecast = evaluate.long_term(predict, truth[:, :window], n_steps)
     error = np.asarray(metrics.rmse(forecast, truth[:, window:])) / clim_std  # (B, n_steps)
     above = error > threshold
     first = np.where(above.any(axis=1), above.argmax(axis=1), n_steps)
@@ -270,9 +260,7 @@ def one_step_rmse(predict, setting: Setting, window: int, *, n_starts: int = 100
     """RMSE of one-step predictions from true windows along ``n_starts`` test trajectories."""
     x0 = attractor_states(setting, jax.random.key(60_000 + seed), n_starts)
     truth = l96.trajectory(x0, window + n_steps - 1, setting.dt, setting.forcing)
-    idx = np.arange(n_steps)[:, None] + np.arange(window)[None, :]
-    histories = truth[:, idx].reshape(-1, window, setting.d)
-    prediction = predict(histories).reshape(n_starts, n_steps, setting.d)
+    prediction = evaluate.single_step(predict, truth, window)
     return float(jnp.sqrt(jnp.mean((prediction - truth[:, window:]) ** 2)))
 
 
@@ -287,8 +275,8 @@ def scores(model, setting: Setting, **kwargs) -> dict:
 
 # ------------------------------------------------------------------------------ the loop
 @functools.lru_cache(maxsize=16)
-def make_filter(name: str, obs: str, n_members: int, inflation: float, ensf_steps: int,
-                eps_a: float, eps_b: float):
+def make_filter(name: str, obs: str, inflation: float, ensf_steps: int, eps_a: float,
+                eps_b: float):
     """The analysis step of the loop's filter (cached: one compilation per configuration)."""
     if name == "EnSF":
         return partial(ensf.analysis, obs=obs, n_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b,
@@ -307,8 +295,8 @@ def assimilate_with(model, setting: Setting, config: LoopConfig, filter_name: st
     """Cycle ``filter_name`` over the experiment's observations with ``model`` forecasting.
     The initial members are the raw-observation field's first window plus N(0, init_std^2)."""
     window = config.surrogate.window
-    filt = make_filter(filter_name, setting.obs, config.n_members, config.inflation,
-                       config.ensf_steps, config.eps_a, config.eps_b)
+    filt = make_filter(filter_name, setting.obs, config.inflation, config.ensf_steps,
+                       config.eps_a, config.eps_b)
     k_init, k_cycle = jax.random.split(jax.random.key(70_000 + config.seed))
     first = jnp.asarray(experiment.filled[:window])
     ens0 = first + config.init_std * jax.random.normal(k_init, (config.n_members,) + first.shape)
@@ -349,26 +337,16 @@ def loop_key(setting: Setting, config: LoopConfig, filter_name: str) -> tuple[st
     return train.config_key(setting, config, filter=filter_name)
 
 
-def _write_json(path: Path, payload) -> None:
-    train._write_json(path, payload)
-
-
 def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: bool = True) -> LoopResult:
     """Run (or resume, or load) the DA-inside-training loop of ``filter_name`` (see the module
     docstring). Scores are computed with :func:`scores` at their defaults."""
     if config.surrogate.d != setting.d:
         raise ValueError(f"the surrogate's d ({config.surrogate.d}) differs from the setting's d ({setting.d})")
-    make_filter(filter_name, setting.obs, config.n_members, config.inflation, config.ensf_steps,
-                config.eps_a, config.eps_b)  # refuse a bad filter before any work
+    make_filter(filter_name, setting.obs, config.inflation, config.ensf_steps, config.eps_a,
+                config.eps_b)  # refuse a bad filter before any work
     key, described = loop_key(setting, config, filter_name)
     path = (train.cache_dir() / "hybrid" / key).absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    config_file = path / "config.json"
-    if config_file.exists():
-        if json.loads(config_file.read_text()) != json.loads(json.dumps(described, sort_keys=True)):
-            raise train.CacheMismatch(f"loop entry {path} holds another configuration; remove it")
-    else:
-        _write_json(config_file, described)
+    train.claim_entry(path, described, "loop entry")
 
     experiment = make_experiment(setting, config.n_steps, config.seed)
     window = config.surrogate.window
@@ -393,7 +371,7 @@ def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: boo
                       "analysis_rmse": float(np.mean(second_half)),
                       "analysis_spread": float(np.mean(result.analysis_spread[len(second_half):])),
                       "diverged_step": int(result.diverged_step)}
-            _write_json(record_file, record)
+            train.write_json(record_file, record)
         records.append(record)
         curves.append(result.analysis_rmse)
         bar.update(1)

@@ -31,6 +31,13 @@ for members, state in [(1, 4), (2, 2), (4, 1)]:
     report[f"analysis_{members}x{state}"] = float(jnp.max(jnp.abs(out - reference)))
     report[f"devices_{members}x{state}"] = len(out.sharding.device_set)
 
+try:  # 2046 components cannot be split over 4 devices
+    ensf.analysis(jax.random.key(1), x[:, :2046], y[:2046], 0.05, mesh=sharding.make_mesh(state=4),
+                  obs="arctan", n_steps=2)
+    report["indivisible_refused"] = False
+except ValueError as error:
+    report["indivisible_refused"] = "divisible" in str(error)
+
 truth = l96.trajectory(x[0], 39, 0.01)
 obs = observe.observe(jax.random.key(5), truth, "arctan", 0.05, schedule=jnp.arange(40) % 5 == 0)
 model = assimilate.deterministic(lambda s: l96.step(s, 0.01))

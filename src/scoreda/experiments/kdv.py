@@ -58,10 +58,8 @@ class SurrogateSpec:
     train: train.TrainConfig = train.TrainConfig()
 
     def data_config(self) -> data_lib.KdVData:
-        overrides = {"n_steps": self.n_steps}
-        if self.n_trajectories is not None:
-            overrides["n_trajectories"] = self.n_trajectories
-        return data_lib.kdv_scenario(self.scenario, **overrides)
+        return data_lib.kdv_scenario(self.scenario, n_steps=self.n_steps,
+                                     n_trajectories=self.n_trajectories)
 
     def model_config(self) -> deeponet.DeepONetConfig:
         return deeponet.DeepONetConfig(d=_DATA.n_points, length=_DATA.length, window=WINDOW,

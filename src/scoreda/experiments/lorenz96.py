@@ -56,10 +56,8 @@ class SurrogateSpec:
     train: train.TrainConfig = train.TrainConfig()
 
     def data_config(self) -> data_lib.Lorenz96Data:
-        overrides = {"n_steps": self.n_steps}
-        if self.n_trajectories is not None:
-            overrides["n_trajectories"] = self.n_trajectories
-        return data_lib.scenario(self.scenario, **overrides)
+        return data_lib.scenario(self.scenario, n_steps=self.n_steps,
+                                 n_trajectories=self.n_trajectories)
 
     def model_config(self) -> lstm.LSTMConfig:
         return lstm.LSTMConfig(d=20, window=WINDOW, hidden=self.hidden, layers=self.layers,

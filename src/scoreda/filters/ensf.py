@@ -135,10 +135,7 @@ def _check(ensemble, y, obs_std, obs, mask, prior, kernel_var, eps_a, eps_b, n_s
     if ensemble.ndim != 2 or ensemble.shape[0] < 1 or ensemble.shape[1] < 1:
         raise ValueError(f"ensemble must have shape (N, d) with N, d >= 1, got {ensemble.shape}")
     d = ensemble.shape[1]
-    if jnp.shape(y) != (d,):
-        raise ValueError(f"y must have shape (d,) = ({d},), got {jnp.shape(y)}")
-    if mask is not None and jnp.shape(mask) != (d,):
-        raise ValueError(f"mask must have shape (d,) = ({d},), got {jnp.shape(mask)}")
+    _checks.observation_shapes(y, mask, d)
     if not (callable(obs) or obs in _ELEMENTWISE_OBS):
         raise ValueError(f"obs must be one of {_ELEMENTWISE_OBS} or a callable, got {obs!r}")
     for name, value, allowed in (("prior", prior, PRIORS), ("start", start, STARTS),

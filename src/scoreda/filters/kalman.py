@@ -67,10 +67,7 @@ def _prepare(ensemble, y, obs_std, obs, mask):
     if ensemble.ndim != 2 or ensemble.shape[0] < 2:
         raise ValueError(f"ensemble must have shape (N, d) with N >= 2, got {ensemble.shape}")
     d = ensemble.shape[1]
-    if jnp.shape(y) != (d,):
-        raise ValueError(f"y must have shape (d,) = ({d},), got {jnp.shape(y)}")
-    if mask is not None and jnp.shape(mask) != (d,):
-        raise ValueError(f"mask must have shape (d,) = ({d},), got {jnp.shape(mask)}")
+    _checks.observation_shapes(y, mask, d)
     _checks.positive("obs_std", obs_std)
     _checks.finite("ensemble", ensemble)
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))

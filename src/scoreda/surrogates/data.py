@@ -52,10 +52,15 @@ SCENARIOS = {
 
 
 def scenario(name: str, **overrides) -> Lorenz96Data:
-    """The :class:`Lorenz96Data` of scenario ``"SA"``, ``"IA"`` or ``"SI"``, with overrides."""
+    """The :class:`Lorenz96Data` of scenario ``"SA"``, ``"IA"`` or ``"SI"``, with overrides
+    (an override of None keeps the scenario's value)."""
     if name not in SCENARIOS:
         raise ValueError(f"scenario must be one of {sorted(SCENARIOS)}, got {name!r}")
-    return Lorenz96Data(**(SCENARIOS[name] | overrides))
+    return Lorenz96Data(**(SCENARIOS[name] | _given(overrides)))
+
+
+def _given(overrides: dict) -> dict:
+    return {k: v for k, v in overrides.items() if v is not None}
 
 
 class Trajectories(NamedTuple):
@@ -123,10 +128,11 @@ KDV_SCENARIOS = {
 
 
 def kdv_scenario(name: str, **overrides) -> KdVData:
-    """The :class:`KdVData` of ``"standard"``, ``"insufficient"`` or ``"noisy"``, with overrides."""
+    """The :class:`KdVData` of ``"standard"``, ``"insufficient"`` or ``"noisy"``, with overrides
+    (an override of None keeps the scenario's value)."""
     if name not in KDV_SCENARIOS:
         raise ValueError(f"scenario must be one of {sorted(KDV_SCENARIOS)}, got {name!r}")
-    return KdVData(**(KDV_SCENARIOS[name] | overrides))
+    return KdVData(**(KDV_SCENARIOS[name] | _given(overrides)))
 
 
 def kdv_states(key, config: KdVData, n_trajectories: int | None = None) -> jax.Array:

@@ -16,27 +16,33 @@ import jax.numpy as jnp
 
 
 def single_step(predict: Callable, trajectory: jax.Array, window: int) -> jax.Array:
-    """SSP: predictions of states ``window..T`` from the true windows, shape ``(T + 1 - window, d)``.
+    """SSP: predictions of states ``window..T`` from the true windows, shape ``(..., T + 1 - window, d)``.
 
-    ``predict`` maps histories ``(B, window, d)`` to ``(B, d)``; ``trajectory`` is ``(T + 1, d)``.
+    ``predict`` maps histories ``(B, window, d)`` to ``(B, d)``; ``trajectory`` is
+    ``(..., T + 1, d)`` (any leading batch axes).
     """
-    n = trajectory.shape[0] - window
+    n = trajectory.shape[-2] - window
     if n < 1:
-        raise ValueError(f"trajectory of {trajectory.shape[0]} states is too short for window {window}")
+        raise ValueError(f"trajectory of {trajectory.shape[-2]} states is too short for window {window}")
     idx = jnp.arange(n)[:, None] + jnp.arange(window)[None, :]
-    return predict(trajectory[idx])
+    histories = trajectory[..., idx, :]  # (..., n, W, d)
+    flat = predict(histories.reshape((-1,) + histories.shape[-2:]))
+    return flat.reshape(histories.shape[:-2] + flat.shape[-1:])
 
 
 @partial(jax.jit, static_argnames=("predict", "n_steps"))
 def long_term(predict: Callable, history: jax.Array, n_steps: int) -> jax.Array:
-    """LTP: roll the surrogate forward ``n_steps`` from a true window ``(W, d)``; returns ``(n_steps, d)``."""
+    """LTP: roll the surrogate forward ``n_steps`` from a true window ``(W, d)``, or from a
+    batch of windows ``(B, W, d)`` at once; returns ``(n_steps, d)`` or ``(B, n_steps, d)``."""
+    windows = history if history.ndim == 3 else history[None]
 
-    def step(window, _):
-        nxt = predict(window[None])[0]
-        return jnp.concatenate([window[1:], nxt[None]]), nxt
+    def step(windows, _):
+        nxt = predict(windows)
+        return jnp.concatenate([windows[:, 1:], nxt[:, None]], axis=1), nxt
 
-    _, states = jax.lax.scan(step, history, None, length=n_steps)
-    return states
+    _, states = jax.lax.scan(step, windows, None, length=n_steps)  # (n_steps, B, d)
+    states = jnp.swapaxes(states, 0, 1)
+    return states if history.ndim == 3 else states[0]
 
 
 def persistence_mse(trajectories: jax.Array) -> jax.Array:

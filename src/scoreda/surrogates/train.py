@@ -121,7 +121,20 @@ def parameters_digest(model) -> str:
     return digest.hexdigest()[:20]
 
 
-def _write_json(path: Path, payload) -> None:
+def claim_entry(path: Path, described: dict, what: str = "cache entry") -> None:
+    """Create the cache entry ``path`` for the configuration ``described``, or check that an
+    existing one holds exactly it (:class:`CacheMismatch` otherwise)."""
+    path.mkdir(parents=True, exist_ok=True)
+    config_file = path / "config.json"
+    if config_file.exists():
+        if json.loads(config_file.read_text()) != json.loads(json.dumps(described, sort_keys=True)):
+            raise CacheMismatch(f"{what} {path} holds another configuration; remove it")
+    else:
+        write_json(config_file, described)
+
+
+def write_json(path: Path, payload) -> None:
+    """Write JSON atomically (a temporary file, then a rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
     os.replace(tmp, path)
@@ -208,13 +221,7 @@ def train(
     key, described = config_key(data_config, model_config, train_config, **extra)
     path = (cache_dir() / "surrogates" / key).absolute()
     if cache:
-        path.mkdir(parents=True, exist_ok=True)
-        config_file = path / "config.json"
-        if config_file.exists():
-            if json.loads(config_file.read_text()) != json.loads(json.dumps(described, sort_keys=True)):
-                raise CacheMismatch(f"cache entry {path} holds another configuration; remove it")
-        else:
-            _write_json(config_file, described)
+        claim_entry(path, described)
 
     if trajectories is None:
         trajectories = data_lib.make(data_config)
@@ -286,10 +293,10 @@ def train(
             manager.save(epoch, args=ocp.args.StandardSave(
                 {"params": params, "opt_state": opt_state, "best_params": best["params"]}))
             manager.wait_until_finished()
-            _write_json(path / "progress.json", {"history": history, "best_val_loss": best["val_loss"],
+            write_json(path / "progress.json", {"history": history, "best_val_loss": best["val_loss"],
                                                  "bad_epochs": best["bad"]})
             if stop:
-                _write_json(path / "done.json", {"epochs_run": epoch + 1,
+                write_json(path / "done.json", {"epochs_run": epoch + 1,
                                                  "best_val_loss": best["val_loss"]})
         if stop or (stop_after is not None and epoch + 1 - start_epoch >= stop_after):
             break

@@ -1,0 +1,296 @@
+r"""The ``scoreda`` command line: list the book's experiments, run one with your parameters,
+or reproduce them all at paper scale.
+
+::
+
+    scoreda list                                   # notebooks, their parameters and defaults
+    scoreda run 06 -p n_iterations 6 -p seed 3     # -> runs/06_hybrid_training/
+    scoreda run 04 --scale paper --name paper-04   # -> runs/paper-04/
+    scoreda reproduce --scale paper                # every notebook -> runs/paper/<notebook>/
+
+A run executes the notebook through papermill (with a progress bar) into its own folder,
+which holds the executed notebook, ``run.json`` (the parameters, the package, JAX and Python
+versions, start and end time, status) and ``results.json`` (every number the notebook
+glued into its prose, with the same configuration and versions). Parameters are checked
+against the notebook's ``parameters`` cell before anything runs: unknown names, values of
+the wrong type, negative sizes and strings outside the listed choices are refused with the
+allowed names. An existing run folder is never overwritten without ``--force``;
+``--resume`` reruns an unfinished one with its recorded parameters (trained surrogates and
+finished outer iterations come from the cache, so their work is not repeated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import scoreda
+
+
+class Parameter(NamedTuple):
+    """One assignment of a notebook's ``parameters`` cell and its trailing comment."""
+
+    name: str
+    default: Any
+    comment: str
+
+    def choices(self) -> tuple[str, ...] | None:
+        """For a string: the default and every quoted word in its comment."""
+        if not isinstance(self.default, str):
+            return None
+        quoted = re.findall(r"[\"']([A-Za-z0-9_\-]+)[\"']", self.comment)
+        return tuple(dict.fromkeys([self.default, *quoted]))
+
+
+def notebooks_dir() -> Path:
+    """The book's notebooks: ``$SCOREDA_NOTEBOOKS``, else the repository of this package,
+    else ``./notebooks``."""
+    if os.environ.get("SCOREDA_NOTEBOOKS"):
+        return Path(os.environ["SCOREDA_NOTEBOOKS"])
+    repository = Path(__file__).resolve().parents[2] / "notebooks"
+    return repository if repository.is_dir() else Path.cwd() / "notebooks"
+
+
+def notebooks() -> list[Path]:
+    return sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+def find_notebook(name: str) -> Path:
+    """A notebook by its file name, stem, or number prefix (``"06"``)."""
+    candidates = [p for p in notebooks() if name in (p.name, p.stem) or p.stem.startswith(f"{name}_")]
+    if len(candidates) != 1:
+        known = ", ".join(p.stem for p in notebooks())
+        raise SystemExit(f"scoreda: no single notebook matches {name!r}; known: {known}")
+    return candidates[0]
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def title(path: Path) -> str:
+    for cell in _cells(path):
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return path.stem
+
+
+def parameters(path: Path) -> dict[str, Parameter]:
+    """The assignments of the cell tagged ``parameters`` (literal values only)."""
+    tagged = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{path.name}: expected one cell tagged 'parameters', found {len(tagged)}")
+    source = "".join(tagged[0]["source"])
+    lines = source.splitlines()
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            line = lines[node.lineno - 1]
+            comment = line.split("#", 1)[1].strip() if "#" in line else ""
+            name = node.targets[0].id
+            found[name] = Parameter(name, ast.literal_eval(node.value), comment)
+    return found
+
+
+def parse_value(text: str) -> Any:
+    """A Python literal (``3``, ``0.5``, ``[1, 2]``, ``'x'``), else the text as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def check_value(param: Parameter, value: Any) -> Any:
+    """The value if it has the default's type and an allowed range, else ``ValueError``."""
+    default = param.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{param.name} must be True or False, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{param.name} must be a number like {default!r}, got {value!r}")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ValueError(f"{param.name} must be an integer like {default!r}, got {value!r}")
+        if not math.isfinite(value) or value < 0 or (default > 0 and value == 0 and param.name != "seed"):
+            lowest = "0" if default == 0 or param.name == "seed" else "above 0"
+            raise ValueError(f"{param.name} must be finite and {lowest}, got {value!r}")
+        return float(value) if isinstance(default, float) else value
+    if isinstance(default, str):
+        choices = param.choices()
+        if not isinstance(value, str) or (len(choices) > 1 and value not in choices):
+            raise ValueError(f"{param.name} must be one of {list(choices)}, got {value!r}")
+        return value
+    if isinstance(default, (list, dict, tuple)):
+        if type(value) is not type(default):
+            raise ValueError(f"{param.name} must be a {type(default).__name__} like {default!r}, got {value!r}")
+        return value
+    return value
+
+
+def validate(path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Check overrides against the notebook's parameters; a ``SystemExit`` lists what is allowed."""
+    known = parameters(path)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise SystemExit(f"scoreda: {path.stem} has no parameter {', '.join(unknown)}; "
+                         f"allowed: {', '.join(known)}")
+    try:
+        return {name: check_value(known[name], value) for name, value in overrides.items()}
+    except ValueError as error:
+        raise SystemExit(f"scoreda: {error}") from None
+
+
+def versions() -> dict[str, str]:
+    import jax
+
+    return {"scoreda": scoreda.__version__, "jax": jax.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def glued_values(executed: dict) -> dict[str, Any]:
+    """Every value the notebook glued (``myst_nb.glue``), by name."""
+    values = {}
+    for cell in executed["cells"]:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook")
+            if record:
+                text = output["data"].get(record["mime_prefix"] + "text/plain")
+                values[record["name"]] = parse_value("".join(text)) if text else None
+    return values
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write(path: Path, payload) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: bool = False,
+                 resume: bool = False, progress: bool = True) -> Path:
+    """Execute ``path`` with ``overrides`` into ``folder`` (see the module docstring)."""
+    record_file = folder / "run.json"
+    if resume:
+        if not record_file.exists():
+            raise SystemExit(f"scoreda: nothing to resume in {folder}")
+        record = json.loads(record_file.read_text())
+        if record["status"] == "completed":
+            raise SystemExit(f"scoreda: {folder} is complete; use --force to run it again")
+        overrides = record["parameters"]
+    elif folder.exists() and any(folder.iterdir()) and not force:
+        raise SystemExit(f"scoreda: {folder} exists; use --force to overwrite it or --resume to "
+                         "finish an interrupted run")
+    overrides = validate(path, overrides)
+    import papermill
+
+    folder.mkdir(parents=True, exist_ok=True)
+    output = folder / path.name
+    record = {"notebook": path.name, "parameters": overrides, "versions": versions(),
+              "started": _now(), "status": "running"}
+    _write(record_file, record)
+    try:
+        papermill.execute_notebook(str(path), str(output), parameters=overrides,
+                                   cwd=str(path.parent), kernel_name="python3",
+                                   progress_bar=progress)
+    except BaseException:
+        _write(record_file, record | {"status": "interrupted", "ended": _now()})
+        raise
+    record |= {"status": "completed", "ended": _now()}
+    _write(record_file, record)
+    executed = json.loads(output.read_text())
+    _write(folder / "results.json", {"notebook": path.name, "parameters": overrides,
+                                     "versions": record["versions"],
+                                     "values": glued_values(executed)})
+    return folder
+
+
+def _list(args) -> int:
+    for path in notebooks():
+        print(f"{path.stem}: {title(path)}")
+        for param in parameters(path).values():
+            comment = f"  # {param.comment}" if param.comment else ""
+            print(f"    {param.name} = {param.default!r}{comment}")
+    return 0
+
+
+def _overrides(pairs) -> dict[str, Any]:
+    return {name: parse_value(value) for name, value in (pairs or [])}
+
+
+def _run(args) -> int:
+    path = find_notebook(args.notebook)
+    overrides = _overrides(args.parameter)
+    if args.scale:
+        overrides["scale"] = args.scale
+    validate(path, overrides)  # refuse before touching the folder
+    folder = Path(args.runs) / (args.name or path.stem)
+    run_notebook(path, overrides, folder, force=args.force, resume=args.resume)
+    print(f"scoreda: {path.stem} done: {folder}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    chosen = [find_notebook(n) for n in args.notebooks] if args.notebooks else notebooks()
+    for path in chosen:
+        validate(path, {"scale": args.scale})
+    for path in chosen:
+        folder = Path(args.runs) / args.scale / path.stem
+        if args.resume and (folder / "run.json").exists() and \
+                json.loads((folder / "run.json").read_text())["status"] == "completed":
+            print(f"scoreda: {path.stem} already complete in {folder}")
+            continue
+        resume = args.resume and (folder / "run.json").exists()
+        run_notebook(path, {"scale": args.scale}, folder, force=args.force, resume=resume)
+        print(f"scoreda: {path.stem} done: {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scoreda", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the notebooks and their parameters").set_defaults(func=_list)
+
+    run = sub.add_parser("run", help="execute one notebook with your parameters")
+    run.add_argument("notebook", help="file name, stem or number (e.g. 06)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="override a parameter (a Python literal, or a string)")
+    run.add_argument("--scale", choices=["book", "paper"], help="shorthand for -p scale VALUE")
+    run.add_argument("--name", help="run folder name (default: the notebook's stem)")
+    run.set_defaults(func=_run)
+
+    reproduce = sub.add_parser("reproduce", help="run every notebook at one scale")
+    reproduce.add_argument("--scale", choices=["book", "paper"], default="paper")
+    reproduce.add_argument("notebooks", nargs="*", help="only these (default: all)")
+    reproduce.set_defaults(func=_reproduce)
+
+    for command in (run, reproduce):
+        command.add_argument("--runs", default="runs", help="parent folder of the run folders")
+        exclusive = command.add_mutually_exclusive_group()
+        exclusive.add_argument("--force", action="store_true", help="overwrite an existing run")
+        exclusive.add_argument("--resume", action="store_true", help="finish an interrupted run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

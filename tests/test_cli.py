@@ -1,0 +1,92 @@
+"""The ``scoreda`` command line: listing, refusing bad parameters before anything runs, run
+folders that are never overwritten, resuming, and reproducible result files."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from scoreda import cli
+
+SMALL_06 = dict(n_steps=200, n_iterations=1, n_members=10, ensf_steps=10, epochs_initial=1,
+                epochs_retrain=1, n_starts=10)
+
+
+def test_list_shows_every_notebook_with_its_parameters():
+    done = subprocess.run([sys.executable, "-m", "scoreda.cli", "list"], capture_output=True,
+                          text=True, check=True)
+    for path in cli.notebooks():
+        assert f"{path.stem}: {cli.title(path)}" in done.stdout
+        for name, param in cli.parameters(path).items():
+            assert f"    {name} = {param.default!r}" in done.stdout
+    assert len(cli.notebooks()) >= 7
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "n_iteration", "3"], "no parameter n_iteration; allowed: n_steps, n_iterations"),
+    (["-p", "n_iterations", "2.5"], "n_iterations must be an integer"),
+    (["-p", "n_iterations", "many"], "n_iterations must be a number"),
+    (["-p", "n_members", "-3"], "n_members must be finite and above 0"),
+    (["-p", "n_members", "0"], "n_members must be finite and above 0"),
+    (["-p", "scale", "huge"], "scale must be one of ['book', 'paper']"),
+    (["-p", "ensf_eps_b", "0.1"], "ensf_eps_b must be a dict"),
+])
+def test_bad_parameters_are_refused_before_anything_runs(tmp_path, args, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        cli.main(["run", "06", "--runs", str(tmp_path)] + args)
+    assert not any(tmp_path.iterdir())
+
+
+def test_values_are_parsed_and_checked_against_the_defaults():
+    params = cli.parameters(cli.find_notebook("04"))
+    assert cli.check_value(params["lr_faithful"], 1) == 1.0  # an int is a fine float
+    assert cli.check_value(params["ensf_integrator"], "euler") == "euler"
+    with pytest.raises(ValueError, match="'exponential', 'euler'"):
+        cli.check_value(params["ensf_integrator"], "rk4")
+    assert cli.check_value(params["seed"], 0) == 0
+    assert cli.parse_value("[1.1, 2]") == [1.1, 2] and cli.parse_value("paper") == "paper"
+    with pytest.raises(SystemExit, match="no single notebook"):
+        cli.find_notebook("99")
+
+
+def test_an_existing_run_folder_is_not_overwritten(tmp_path):
+    folder = tmp_path / "06_hybrid_training"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="exists; use --force"):
+        cli.main(["run", "06", "--runs", str(tmp_path)])
+    assert (folder / "keep.txt").read_text() == "mine"
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        cli.main(["run", "06", "--runs", str(tmp_path), "--name", "other", "--resume"])
+
+
+def test_same_configuration_and_seed_give_identical_results_and_a_run_resumes(tmp_path, monkeypatch):
+    """Notebook 06 (training and filtering) at a small size, twice, each with its own empty
+    cache; the first run is interrupted once and resumed."""
+    import papermill
+
+    path = cli.find_notebook("06")
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "cache_a"))
+    real = papermill.execute_notebook
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.run_notebook(path, SMALL_06, tmp_path / "a", progress=False)
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(papermill, "execute_notebook", real)
+    cli.run_notebook(path, {}, tmp_path / "a", resume=True, progress=False)
+
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "cache_b"))
+    cli.run_notebook(path, SMALL_06, tmp_path / "b", progress=False)
+
+    a, b = (json.loads((tmp_path / run / "results.json").read_text()) for run in "ab")
+    assert a["parameters"] == SMALL_06 and a["versions"]["scoreda"] and a["versions"]["jax"]
+    assert len(a["values"]) > 20 and a["values"] == b["values"]
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["status"] == "completed"
+    with pytest.raises(SystemExit, match="is complete"):
+        cli.run_notebook(path, {}, tmp_path / "a", resume=True, progress=False)

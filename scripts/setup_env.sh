@@ -9,3 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+# MathJax for offline equations in the book (once; pinned and checked)
+.venv/bin/python scripts/fetch_mathjax.py

@@ -1,0 +1,142 @@
+"""The built book in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, installed by scripts/setup_browser.sh) opens every page over a local
+HTTP server with no network beyond it, and checks that
+
+* no internal link is broken (the target file exists, and so does the #fragment's id);
+* every image has loaded (complete, with a non-zero natural width);
+* the browser console logged no error (e.g. a script or font that failed to load);
+* equations are typeset by the locally served MathJax (``mjx-container`` elements, no
+  MathJax error) on every page that has math.
+
+A screenshot of the front page is saved to ``_build/screenshots/front-page.png`` and its
+path printed for the CI log.
+"""
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "_build" / "screenshots" / "front-page.png"
+
+
+def _chromium():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromedriver are missing: run scripts/setup_browser.sh")
+        pytest.skip("chromium is not installed (bash scripts/setup_browser.sh)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1280,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    from selenium.webdriver.chrome.service import Service
+
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+@pytest.fixture(scope="module")
+def served_book(built_book):
+    returncode, log, html = built_book
+    assert returncode == 0, log
+    handler = functools.partial(_QuietHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield html, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _pages(html: Path) -> list[Path]:
+    skip = {"genindex.html", "search.html"}
+    return sorted(p for p in html.rglob("*.html")
+                  if p.name not in skip and not p.relative_to(html).parts[0].startswith("_"))
+
+
+_WAIT_FOR_MATH = """
+const done = arguments[arguments.length - 1];
+if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+  MathJax.startup.promise.then(() => done(true), () => done(false));
+} else { done(null); }
+"""
+
+_INSPECT = """
+const origin = location.origin;
+return {
+  broken_images: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+  n_images: document.images.length,
+  links: [...document.querySelectorAll('a[href]')].map(a => a.href).filter(h => h.startsWith(origin)),
+  n_math_sources: document.querySelectorAll('.math, div.math, span.math').length,
+  n_typeset: document.querySelectorAll('mjx-container').length,
+  n_math_errors: document.querySelectorAll('mjx-merror, .MathJax_Error').length,
+  mathjax_src: [...document.scripts].map(s => s.src).filter(s => s.includes('mathjax')),
+};
+"""
+
+
+def _ids(path: Path) -> set[str]:
+    return set(re.findall(r'\sid="([^"]+)"', path.read_text(errors="replace")))
+
+
+def test_every_page_of_the_built_book_works_in_chromium(served_book):
+    html, base = served_book
+    driver = _chromium()
+    problems, ids_cache = [], {}
+    n_pages = n_images = n_typeset = n_math_pages = n_links = 0
+    try:
+        driver.set_script_timeout(60)
+        for page in _pages(html):
+            rel = page.relative_to(html).as_posix()
+            driver.get(base + rel)
+            math_ok = driver.execute_async_script(_WAIT_FOR_MATH)
+            seen = driver.execute_script(_INSPECT)
+            n_pages += 1
+            n_images += seen["n_images"]
+            problems += [f"{rel}: image did not load: {src}" for src in seen["broken_images"]]
+            for entry in driver.get_log("browser"):
+                if entry["level"] == "SEVERE":
+                    problems.append(f"{rel}: console error: {entry['message']}")
+            if seen["n_math_sources"]:
+                n_math_pages += 1
+                n_typeset += seen["n_typeset"]
+                if math_ok is not True or seen["n_typeset"] == 0 or seen["n_math_errors"]:
+                    problems.append(f"{rel}: equations not rendered ({seen})")
+                if any(not s.startswith(base) for s in seen["mathjax_src"]):
+                    problems.append(f"{rel}: MathJax not served locally: {seen['mathjax_src']}")
+            for link in seen["links"]:
+                n_links += 1
+                url = urlparse(link)
+                target = html / unquote(url.path).lstrip("/")
+                if target.is_dir():
+                    target = target / "index.html"
+                if not target.is_file():
+                    problems.append(f"{rel}: broken link {link}")
+                elif url.fragment and target.suffix == ".html":
+                    ids = ids_cache.setdefault(target, _ids(target))
+                    if unquote(url.fragment) not in ids:
+                        problems.append(f"{rel}: link to a missing anchor {link}")
+        driver.get(base + "index.html")
+        driver.execute_async_script(_WAIT_FOR_MATH)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOT))
+    finally:
+        driver.quit()
+    print(f"browser test: {n_pages} pages, {n_links} internal links, {n_images} images, "
+          f"{n_typeset} typeset equations on {n_math_pages} pages; front page: {SCREENSHOT}")
+    assert n_pages >= 10 and n_images > 20 and n_math_pages >= 5, (n_pages, n_images, n_math_pages)
+    assert not problems, "\n".join(problems[:40])

@@ -8,9 +8,6 @@ override its parameters, and that the book builds without a warning.
 
 import ast
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +85,15 @@ def test_book_builds_without_warnings(built_book):
     pages += [f"notebooks/{p.stem}.html" for p in NOTEBOOKS]
     for page in pages:
         assert (html / page).is_file(), page
+
+
+def test_lab_times_page_matches_the_stored_notebooks():
+    """book/lab_times.md (the introduction's lab table) is regenerated from the notebooks'
+    papermill records by scripts/lab_times.py; a stale page fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lab_times", ROOT / "scripts" / "lab_times.py")
+    lab_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab_times)
+    assert (ROOT / "book" / "lab_times.md").read_text() == lab_times.render(), \
+        "run: python scripts/lab_times.py"

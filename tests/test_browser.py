@@ -93,7 +93,7 @@ def _ids(path: Path) -> set[str]:
     return set(re.findall(r'\sid="([^"]+)"', path.read_text(errors="replace")))
 
 
-def test_every_page_of_the_built_book_works_in_chromium(served_book):
+def test_every_page_of_the_built_book_works_in_chromium(served_book, capsys):
     html, base = served_book
     driver = _chromium()
     problems, ids_cache = [], {}
@@ -136,7 +136,8 @@ def test_every_page_of_the_built_book_works_in_chromium(served_book):
         driver.save_screenshot(str(SCREENSHOT))
     finally:
         driver.quit()
-    print(f"browser test: {n_pages} pages, {n_links} internal links, {n_images} images, "
-          f"{n_typeset} typeset equations on {n_math_pages} pages; front page: {SCREENSHOT}")
+    with capsys.disabled():  # into the CI log, not captured
+        print(f"\nbrowser test: {n_pages} pages, {n_links} internal links, {n_images} images, "
+              f"{n_typeset} typeset equations on {n_math_pages} pages; front page: {SCREENSHOT}")
     assert n_pages >= 10 and n_images > 20 and n_math_pages >= 5, (n_pages, n_images, n_math_pages)
     assert not problems, "\n".join(problems[:40])

@@ -113,3 +113,32 @@ def test_bad_input_is_refused(fn):
         fn(jax.random.key(0), jnp.ones((3, 4)), jnp.zeros(4), 1.0, inflation=0.0)
     with pytest.raises(ValueError, match="y must have shape"):
         fn(jax.random.key(0), jnp.ones((3, 4)), jnp.zeros(5), 1.0)
+
+
+@pytest.mark.parametrize("fn", [kalman.etkf, kalman.enkf, kalman.letkf])
+def test_unobserved_entries_of_y_are_ignored_even_when_nan(fn):
+    # values where the mask is False must not reach the analysis: NaN there gives exactly
+    # the analysis with zeros there; a NaN at an observed entry is refused
+    key = jax.random.key(4)
+    ens = jax.random.normal(key, (12, 8)) + 1.0
+    mask = jnp.arange(8) % 3 == 0
+    y = jnp.linspace(-1.0, 1.0, 8)
+    clean = fn(key, ens, jnp.where(mask, y, 0.0), 0.5, mask=mask)
+    poisoned = fn(key, ens, jnp.where(mask, y, jnp.nan), 0.5, mask=mask)
+    np.testing.assert_array_equal(np.asarray(poisoned), np.asarray(clean))
+    with pytest.raises(ValueError, match="y must be finite at every observed"):
+        fn(key, ens, y.at[0].set(jnp.nan), 0.5, mask=mask)
+
+
+def test_etkf_float32_with_tiny_obs_std_is_the_kalman_update():
+    # M = (N-1) I + Y R^-1 Y^T spans eight orders of magnitude at obs_std = 1e-4: float32
+    # rounding must not produce NaN, and the analysis mean must still be the Kalman mean
+    # (within float32 accuracy relative to the prior spread)
+    key = jax.random.key(5)
+    ens = jax.random.normal(key, (10, 40)) + 2.0
+    y = jnp.full(40, 2.0)
+    mask = jnp.arange(40) < 6  # fewer observations than members: the update is well defined
+    a = np.asarray(kalman.etkf(None, ens, y, 1e-4, mask=mask))
+    assert np.all(np.isfinite(a))
+    mean, _ = kalman_update(np.asarray(ens, np.float64), y, 1e-4, np.asarray(mask))
+    np.testing.assert_allclose(a.mean(0), mean, atol=2e-3)

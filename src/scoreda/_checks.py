@@ -68,3 +68,14 @@ def state_dim(name: str, x, minimum: int) -> int:
             f"{name} must have a last (state) axis of size >= {minimum}, got shape {shape}"
         )
     return shape[-1]
+
+
+def masked_observation(y, mask, dtype):
+    """``y`` as ``dtype`` with every unobserved entry (``mask`` False) set to 0, so that a NaN
+    or infinity there cannot reach the analysis; a non-finite *observed* entry is refused."""
+    y = jnp.asarray(y, dtype)
+    mask = jnp.asarray(mask, bool)
+    if is_concrete(y) and is_concrete(mask) and not bool(jnp.all(jnp.isfinite(y) | ~mask)):
+        raise ValueError("y must be finite at every observed component (mask True); "
+                         "it contains NaN or infinity there")
+    return jnp.where(mask, y, jnp.zeros((), dtype))

@@ -79,23 +79,38 @@ def _replace_current(members, state):
     return members.at[:, -1].set(state) if members.ndim == 3 else state
 
 
-def _stats(members, truth_n, with_variance=False):
+def _stats(members, truth_n, *, variance=False, ensemble_scores=False):
+    """Scores of the current members against the truth at one step (a dict of arrays)."""
     x = _current(members).astype(truth_n.dtype)
     mean = x.mean(axis=0)
-    stats = (mean, metrics.spread(x), metrics.rmse(mean, truth_n))
-    return stats + (jnp.var(x, axis=0, ddof=1),) if with_variance else stats
+    stats = {"mean": mean, "spread": metrics.spread(x), "rmse": metrics.rmse(mean, truth_n)}
+    if variance:
+        stats["variance"] = jnp.var(x, axis=0, ddof=1)
+    if ensemble_scores:
+        stats["crps"] = metrics.crps(x, truth_n)
+        stats["ranks"] = metrics.rank_histogram(x, truth_n)
+    return stats
 
 
-@functools.lru_cache(maxsize=32)
-def _make_step(model, filter_fn, bound, store_states=True):
-    """The jitted scan over one chunk of steps (cached, so repeated cycles compile once).
-    Members are stored in their own dtype and computed on in (at least) float32."""
+def _nan_like(stats):
+    return {k: (jnp.zeros_like(v) if k == "ranks" else jnp.full_like(v, jnp.nan))
+            for k, v in stats.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _make_step(model, filter_fn, bound, store_states=True, ensemble_scores=False):
+    """The scan over one chunk of steps, ``chunk(carry, xs, obs_std, model_args,
+    filter_kwargs)`` (not jitted; see :func:`_compiled`). Members are stored in their own
+    dtype and computed on in (at least) float32. ``filter_kwargs`` (a dict of arrays) reach
+    the filter as keyword arguments: traced, so filters that differ only in them share one
+    compilation (and can be vmapped over)."""
 
     def compute(members):
         return members.astype(jnp.promote_types(members.dtype, jnp.float32))
 
-    def analyse(members, key, y, mask, obs_std):
-        analysis = filter_fn(key, compute(_current(members)), y, obs_std, mask=mask)
+    def analyse(members, key, y, mask, obs_std, filter_kwargs):
+        analysis = filter_fn(key, compute(_current(members)), y, obs_std, mask=mask,
+                             **filter_kwargs)
         return _replace_current(members, analysis.astype(members.dtype))
 
     def forecast(members, key, model_args):
@@ -106,7 +121,14 @@ def _make_step(model, filter_fn, bound, store_states=True):
             return jnp.concatenate([members[:, 1:], nxt[:, None]], axis=1)
         return nxt
 
-    def step(carry, inputs, obs_std, model_args):
+    def keep(names, stats):
+        return {k: v for k, v in stats.items() if k in names}
+
+    f_names = ("mean", "spread", "rmse") if store_states else ("spread", "rmse")
+    a_names = f_names + (("variance",) if store_states else ())
+    a_names += ("crps", "ranks") if ensemble_scores else ()
+
+    def step(carry, inputs, obs_std, model_args, filter_kwargs):
         members, diverged = carry
         n, key, truth_n, y, mask, observed, do_forecast = inputs
         k_model, k_filter = jax.random.split(key)
@@ -116,29 +138,44 @@ def _make_step(model, filter_fn, bound, store_states=True):
                                    model_args)
             f_stats = _stats(members, truth_n)
             members = jax.lax.cond(observed, analyse, lambda m, *_: m, members, k_filter, y, mask,
-                                   obs_std)
-            return members, f_stats, _stats(members, truth_n, with_variance=True)
+                                   obs_std, filter_kwargs)
+            a_stats = _stats(members, truth_n, variance=True, ensemble_scores=ensemble_scores)
+            return members, keep(f_names, f_stats), keep(a_names, a_stats)
 
         def frozen(members):
-            nan_vector = jnp.full(truth_n.shape, jnp.nan, truth_n.dtype)
-            nan_stats = (nan_vector, jnp.asarray(jnp.nan, truth_n.dtype),
-                         jnp.asarray(jnp.nan, truth_n.dtype))
-            return members, nan_stats, nan_stats + (nan_vector,)
+            a_stats = _stats(members, truth_n, variance=True, ensemble_scores=ensemble_scores)
+            return members, _nan_like(keep(f_names, a_stats)), _nan_like(keep(a_names, a_stats))
 
         new_members, f_stats, a_stats = jax.lax.cond(diverged >= 0, frozen, advance, members)
-        f_rmse, a_rmse = f_stats[2], a_stats[2]
-        if not store_states:  # keep the scalars only (huge d)
-            f_stats, a_stats = f_stats[1:], a_stats[1:3]
+        f_rmse, a_rmse = f_stats["rmse"], a_stats["rmse"]
         bad = (diverged < 0) & ~(jnp.isfinite(a_rmse) & jnp.isfinite(f_rmse) & (a_rmse <= bound))
         members = jnp.where(bad, members, new_members)  # keep the last finite members
         diverged = jnp.where(bad, n, diverged)
         return (members, diverged), (f_stats, a_stats)
 
-    @jax.jit
-    def step_chunk(carry, xs, obs_std, model_args):
-        return jax.lax.scan(lambda c, x: step(c, x, obs_std, model_args), carry, xs)
+    def step_chunk(carry, xs, obs_std, model_args, filter_kwargs):
+        return jax.lax.scan(lambda c, x: step(c, x, obs_std, model_args, filter_kwargs), carry, xs)
 
     return step_chunk
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(model, filter_fn, bound, store_states=True, ensemble_scores=False,
+              n_shared_args=None):
+    """The jitted chunk; with ``n_shared_args`` (an int) vmapped over a leading trial axis of
+    the carry, the inputs, ``obs_std``, the filter's keyword arrays and every model argument
+    after the first ``n_shared_args`` (which are shared by all trials)."""
+    chunk = _make_step(model, filter_fn, bound, store_states, ensemble_scores)
+    if n_shared_args is None:
+        return jax.jit(chunk)
+
+    def batched(carry, xs, obs_std, shared_args, trial_args, filter_kwargs):
+        def one(carry, xs, obs_std, trial_args, filter_kwargs):
+            return chunk(carry, xs, obs_std, tuple(shared_args) + tuple(trial_args), filter_kwargs)
+
+        return jax.vmap(one)(carry, xs, obs_std, trial_args, filter_kwargs)
+
+    return jax.jit(batched)
 
 
 def cycle(
@@ -155,6 +192,7 @@ def cycle(
     chunk: int = 250,
     progress: bool = False,
     model_args: tuple = (),
+    filter_kwargs: dict | None = None,
     store_states: bool = True,
 ) -> CycleResult:
     """Run forecast-analysis cycles over a true trajectory and its observations.
@@ -176,6 +214,9 @@ def cycle(
       model_args: extra arrays passed to the model as ``model(member, key, *model_args)``
         (e.g. a surrogate's parameters). They enter the compiled loop as arguments, so
         models that differ only in them share one compilation.
+      filter_kwargs: arrays passed to the filter as keyword arguments (e.g.
+        ``{"inflation": jnp.float32(1.1)}``); like ``model_args`` they are traced, so filters
+        that differ only in them share one compilation.
       store_states: keep the per-step means and variances ``(T, d)``; with False those
         fields are None and only the scalar curves are kept (for huge ``d``).
 
@@ -208,46 +249,168 @@ def cycle(
     chunk = _checks.integer("chunk", chunk, 1)
     _checks.finite("ensemble0", ensemble0)
 
-    step_chunk = _make_step(model, filter, float(divergence_bound), bool(store_states))
-    keys = jax.random.split(key, n_steps)
-    xs_all = (
-        jnp.arange(n_steps), keys, truth.astype(compute_dtype),
-        observations.values.astype(compute_dtype), observations.mask, schedule,
-        jnp.arange(n_steps) > 0,
-    )
+    step_chunk = _compiled(model, filter, float(divergence_bound), bool(store_states))
+    xs_all = _inputs(key, truth, observations, schedule, compute_dtype)
     carry = (ensemble0, jnp.asarray(-1))
+    filter_kwargs = dict(filter_kwargs or {})
     outputs = []
     bar = tqdm(total=n_steps, desc="cycling", unit="step", disable=not progress)
     for start in range(0, n_steps, chunk):
         xs = jax.tree.map(lambda a: a[start:start + chunk], xs_all)
-        carry, out = step_chunk(carry, xs, observations.std, tuple(model_args))
+        carry, out = step_chunk(carry, xs, observations.std, tuple(model_args), filter_kwargs)
         outputs.append(out)
         bar.update(xs[0].shape[0])
         if int(carry[1]) >= 0:
             break
     bar.close()
-    f_stats, a_stats = jax.tree.map(
-        lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *outputs
-    )
-    if store_states:
-        (f_mean, f_spread, f_rmse), (a_mean, a_spread, a_rmse, a_var) = f_stats, a_stats
-    else:
-        (f_spread, f_rmse), (a_spread, a_rmse) = f_stats, a_stats
-        f_mean = a_mean = a_var = None
-    done = f_rmse.shape[0]
-    if done < n_steps:  # stopped early: pad the unrun steps with NaN
-        pad = lambda a: None if a is None else np.concatenate(
-            [a, np.full((n_steps - done,) + a.shape[1:], np.nan, a.dtype)])
-        f_mean, f_spread, f_rmse, a_mean, a_spread, a_rmse, a_var = map(
-            pad, (f_mean, f_spread, f_rmse, a_mean, a_spread, a_rmse, a_var))
+    f_stats, a_stats = _concatenate(outputs, n_steps, axis=0)
+    f_rmse, a_rmse = f_stats["rmse"], a_stats["rmse"]
     diverged = int(carry[1])
-    result = CycleResult(f_mean, a_mean, f_spread, a_spread, f_rmse, a_rmse,
-                         np.asarray(schedule), diverged, np.asarray(carry[0]), a_var)
+    result = CycleResult(f_stats.get("mean"), a_stats.get("mean"), f_stats["spread"],
+                         a_stats["spread"], f_rmse, a_rmse, np.asarray(schedule), diverged,
+                         np.asarray(carry[0]), a_stats.get("variance"))
     if diverged >= 0 and on_divergence == "raise":
         # the diverged step keeps the offending values; the steps after it are NaN
         offending = f_rmse[diverged] if not np.isfinite(f_rmse[diverged]) else a_rmse[diverged]
         raise FilterDivergence(diverged, float(offending), divergence_bound)
     return result
+
+
+def _inputs(key, truth, observations, schedule, compute_dtype):
+    """The per-step inputs of the scan: step index, key, truth, y, mask, observed, forecast?"""
+    n_steps = truth.shape[0]
+    return (jnp.arange(n_steps), jax.random.split(key, n_steps), truth.astype(compute_dtype),
+            observations.values.astype(compute_dtype), observations.mask, schedule,
+            jnp.arange(n_steps) > 0)
+
+
+def _concatenate(outputs, n_steps, axis):
+    """Join the chunks' outputs along the time ``axis`` and pad unrun steps (NaN; 0 ranks)."""
+    joined = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts], axis=axis),
+                          *outputs)
+    done = joined[0]["rmse"].shape[axis]
+    if done == n_steps:
+        return joined
+
+    def pad(name, a):
+        shape = list(a.shape)
+        shape[axis] = n_steps - done
+        fill = np.zeros(shape, a.dtype) if name == "ranks" else np.full(shape, np.nan, a.dtype)
+        return np.concatenate([a, fill], axis=axis)
+
+    return tuple({k: pad(k, v) for k, v in stats.items()} for stats in joined)
+
+
+class BatchResult(NamedTuple):
+    """Scalar curves of ``B`` cycles run side by side (trials or knob settings), ``T`` steps.
+
+    Fields:
+      forecast_rmse, analysis_rmse, forecast_spread, analysis_spread: ``(B, T)`` as in
+        :class:`CycleResult` (NaN from the step after a divergence).
+      analysis_crps: CRPS of the analysis ensemble (:func:`scoreda.metrics.crps`), ``(B, T)``.
+      rank_counts: rank histogram of the truth among the analysis members at each step,
+        summed over components, ``(B, T, N + 1)`` (zero after a divergence).
+      observed: analysed steps, ``(B, T)``.
+      diverged_step: first diverged step per cycle, -1 if none, ``(B,)``.
+    """
+
+    forecast_rmse: np.ndarray
+    analysis_rmse: np.ndarray
+    forecast_spread: np.ndarray
+    analysis_spread: np.ndarray
+    analysis_crps: np.ndarray
+    rank_counts: np.ndarray
+    observed: np.ndarray
+    diverged_step: np.ndarray
+
+
+def cycle_batch(
+    key: jax.Array,
+    model: Callable,
+    filter: Callable,
+    truth: jax.Array,
+    observations: Observations,
+    ensemble0: jax.Array,
+    *,
+    model_args: tuple = (),
+    trial_model_args: tuple = (),
+    filter_kwargs: dict | None = None,
+    divergence_bound: float = 1000.0,
+    chunk: int = 250,
+    progress: bool = False,
+) -> BatchResult:
+    """Run ``B`` independent cycles in one compiled, vmapped scan (e.g. trials, or one trial
+    under several filter settings). Same contracts as :func:`cycle`, with a leading axis
+    ``B`` on every per-cycle input:
+
+    Args:
+      key: one PRNG key (folded with the cycle's index) or ``B`` keys, shape ``(B,)``.
+      truth: ``(B, T, d)``.
+      observations: :class:`scoreda.observe.Observations` with ``values``/``mask``
+        ``(B, T, d)``, ``observed`` ``(B, T)`` and ``std`` scalar or ``(B,)``.
+      ensemble0: ``(B, N, d)`` or ``(B, N, W, d)``.
+      model_args: model arguments shared by all cycles (e.g. a surrogate's parameters).
+      trial_model_args: model arguments with a leading ``B`` axis, passed after
+        ``model_args`` (e.g. an additive model-error std per cycle).
+      filter_kwargs: filter keyword arrays, each with a leading ``B`` axis (e.g. one inflation
+        per cycle).
+
+    Divergence is per cycle (its later steps are NaN); the loop stops early once every cycle
+    has diverged. Only scalar curves are kept (no ``(T, d)`` states).
+    """
+    truth = jnp.asarray(truth)
+    if truth.ndim != 3:
+        raise ValueError(f"truth must have shape (B, T, d), got {truth.shape}")
+    n_batch, n_steps, d = truth.shape
+    ensemble0 = jnp.asarray(ensemble0)
+    if ensemble0.ndim not in (3, 4) or ensemble0.shape[0] != n_batch or ensemble0.shape[-1] != d:
+        raise ValueError(f"ensemble0 must have shape (B, N, d) or (B, N, W, d) with B = {n_batch}, "
+                         f"d = {d}, got {ensemble0.shape}")
+    if not jnp.issubdtype(ensemble0.dtype, jnp.floating):
+        ensemble0 = ensemble0.astype(jnp.float32)
+    compute_dtype = jnp.promote_types(ensemble0.dtype, jnp.float32)
+    if observations.values.shape != truth.shape or observations.mask.shape != truth.shape:
+        raise ValueError(f"observations must have values and mask of shape (B, T, d) = "
+                         f"{truth.shape}, got {observations.values.shape} and "
+                         f"{observations.mask.shape}")
+    if jnp.shape(observations.observed) != (n_batch, n_steps):
+        raise ValueError(f"observations.observed must have shape (B, T) = {(n_batch, n_steps)}, "
+                         f"got {jnp.shape(observations.observed)}")
+    obs_std = jnp.broadcast_to(jnp.asarray(observations.std, compute_dtype), (n_batch,))
+    _checks.positive("divergence_bound", divergence_bound)
+    chunk = _checks.integer("chunk", chunk, 1)
+    _checks.finite("ensemble0", ensemble0)
+    filter_kwargs = {k: jnp.asarray(v) for k, v in (filter_kwargs or {}).items()}
+    trial_model_args = tuple(jnp.asarray(a) for a in trial_model_args)
+    for name, value in list(filter_kwargs.items()) + [
+            (f"trial_model_args[{i}]", a) for i, a in enumerate(trial_model_args)]:
+        if value.ndim == 0 or value.shape[0] != n_batch:
+            raise ValueError(f"{name} must have a leading axis of size B = {n_batch}, got shape "
+                             f"{value.shape}")
+    keys = jnp.asarray(key)
+    if keys.shape == ():
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_batch))
+
+    step_chunk = _compiled(model, filter, float(divergence_bound), False, True,
+                           n_shared_args=len(model_args))
+    xs_all = jax.vmap(lambda k, t, o: _inputs(k, t, o, o.observed, compute_dtype))(
+        keys, truth, observations._replace(std=obs_std))
+    carry = (ensemble0, jnp.full((n_batch,), -1))
+    outputs = []
+    bar = tqdm(total=n_steps, desc=f"cycling {n_batch} runs", unit="step", disable=not progress)
+    for start in range(0, n_steps, chunk):
+        xs = jax.tree.map(lambda a: a[:, start:start + chunk], xs_all)
+        carry, out = step_chunk(carry, xs, obs_std, tuple(model_args), trial_model_args,
+                                filter_kwargs)
+        outputs.append(out)
+        bar.update(xs[0].shape[1])
+        if bool(jnp.all(carry[1] >= 0)):
+            break
+    bar.close()
+    f_stats, a_stats = _concatenate(outputs, n_steps, axis=1)
+    return BatchResult(f_stats["rmse"], a_stats["rmse"], f_stats["spread"], a_stats["spread"],
+                       a_stats["crps"], a_stats["ranks"], np.asarray(observations.observed),
+                       np.asarray(carry[1]))
 
 
 def deterministic(step_fn: Callable) -> Callable:

@@ -9,6 +9,7 @@ filter; :func:`tune` picks a filter's parameters on trials that are not the repo
 from __future__ import annotations
 
 import dataclasses
+import json
 from functools import partial
 from typing import Callable, Mapping, NamedTuple
 
@@ -16,6 +17,7 @@ import jax
 import numpy as np
 
 from scoreda import _checks, assimilate, observe
+from scoreda.experiments import compare
 from scoreda.systems import lorenz96 as l96
 
 
@@ -137,3 +139,30 @@ def forecast_case(key: jax.Array, config: TwinConfig, error_std: float = 1.0):
                 + config.init_std * jax.random.normal(k_ens, (config.n_members, config.d)))
     y = observe.add_noise(k_obs, observe.operator(config.obs)(truth), config.obs_std)
     return truth, forecast, y
+
+
+#: climatological standard deviation of one Lorenz-96 component at F = 8 (chapter 1)
+CLIMATE_STD_F8 = 3.6
+
+
+def case(config: TwinConfig, name: str = "Lorenz-96 twin") -> compare.Case:
+    """The twin of ``config`` as a comparison case (:mod:`scoreda.experiments.compare`).
+
+    Trial ``seed`` is :func:`make_twin` with that seed: a truth on the attractor, its
+    observations, and standard-normal draws for the initial ensemble around ``truth[0]``.
+    The burn-in of ``config`` (in cycles) is left out of the averages.
+    """
+
+    def make_trial(seed: int) -> compare.Trial:
+        built = make_twin(dataclasses.replace(config, seed=int(seed)))
+        noise = jax.random.normal(jax.random.fold_in(jax.random.key(int(seed)), 3),
+                                  (config.n_members, config.d))
+        return compare.Trial(built.truth, built.observations, built.truth[0], noise)
+
+    model = assimilate.deterministic(
+        partial(_advance, n_steps=config.steps_per_cycle, dt=config.dt, forcing=config.forcing))
+    described = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
+    return compare.Case(name, make_trial, model, config.obs, burn_in=config.burn_in,
+                        init_std=config.init_std,
+                        climate_std=CLIMATE_STD_F8 if config.forcing == 8.0 else None,
+                        divergence_bound=50.0, cache_key="twin " + json.dumps(described, sort_keys=True))

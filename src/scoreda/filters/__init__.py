@@ -2,11 +2,14 @@
 
 Every filter has the signature ``analysis(key, ensemble, y, obs_std, *, obs, mask=None,
 **params) -> analysis_ensemble`` with ``ensemble`` of shape ``(N, d)`` (members first),
-``y`` and ``mask`` of shape ``(d,)``.
+``y`` and ``mask`` of shape ``(d,)``. :data:`FILTERS` lists them all with their knobs'
+defaults and tuning grids (:mod:`scoreda.filters.registry`).
 """
 
-from scoreda.filters import ensf, kalman
+from scoreda.filters import ensf, kalman, registry
 from scoreda.filters.ensf import analysis as ensf_analysis
 from scoreda.filters.kalman import enkf, etkf, letkf
+from scoreda.filters.registry import FILTERS, FilterSpec
 
-__all__ = ["ensf", "kalman", "ensf_analysis", "enkf", "etkf", "letkf"]
+__all__ = ["ensf", "kalman", "registry", "ensf_analysis", "enkf", "etkf", "letkf", "FILTERS",
+           "FilterSpec"]

@@ -215,8 +215,8 @@ def analysis(
            start, noise, block_size, integrator)
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
     n_members, d = ensemble.shape
-    y = jnp.asarray(y, ensemble.dtype)
     mask = jnp.ones(d, bool) if mask is None else jnp.asarray(mask, bool)
+    y = _checks.masked_observation(y, mask, ensemble.dtype)
     elementwise = prior == "paired" and not callable(obs) and noise == "hash"
     if mesh is not None:
         if not elementwise:
@@ -427,7 +427,7 @@ def reverse_path(key, ensemble, y, obs_std, **kwargs) -> jax.Array:
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
     d = ensemble.shape[1]
     mask = jnp.ones(d, bool) if p["mask"] is None else jnp.asarray(p["mask"], bool)
-    return _general(key, ensemble, jnp.asarray(y, ensemble.dtype), mask, obs_std, p["kernel_var"],
+    return _general(key, ensemble, _checks.masked_observation(y, mask, ensemble.dtype), mask, obs_std, p["kernel_var"],
                     p["eps_a"], p["eps_b"], p["clip"], obs=p["obs"], prior=p["prior"],
                     n_steps=p["n_steps"], start=p["start"], noise=p["noise"], return_path=True,
                     integrator=p["integrator"])

@@ -73,8 +73,9 @@ def _prepare(ensemble, y, obs_std, obs, mask):
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
     h = _operator(obs)
     mask = jnp.ones(d, bool) if mask is None else jnp.asarray(mask, bool)
+    y = _checks.masked_observation(y, mask, ensemble.dtype)
     precision = mask.astype(ensemble.dtype) / jnp.asarray(obs_std, ensemble.dtype) ** 2
-    return ensemble, jnp.asarray(y, ensemble.dtype), h, precision
+    return ensemble, y, h, precision
 
 
 def _check_inflation(inflation):
@@ -93,15 +94,27 @@ def _inflate(ensemble, inflation):
     return mean + inflation * (ensemble - mean)
 
 
+def _svd(obs_anom, precision):
+    r"""Thin SVD of the scaled observed anomalies :math:`S = Y R^{-1/2} = U \Sigma V^\top`.
+
+    :math:`M = (N - 1) I + S S^\top = U((N - 1) + \Sigma^2)U^\top + (N - 1)(I - UU^\top)`,
+    so every function of :math:`M` is formed from :math:`\Sigma` without ever forming
+    :math:`M`, whose eigenvalues span :math:`1/\sigma^2`: with a tiny ``obs_std`` in float32
+    an eigendecomposition of :math:`M` loses its small eigenvalues, this does not.
+    """
+    sqrt_precision = jnp.sqrt(precision)
+    u, s, vt = jnp.linalg.svd(obs_anom * sqrt_precision, full_matrices=False)
+    return u, s, vt, sqrt_precision
+
+
 def _transform(obs_anom, precision, innovation):
-    """Ensemble-space weights: mean weights ``(N,)`` and the symmetric square root ``(N, N)``."""
+    r"""Ensemble-space weights: the mean weights :math:`M^{-1} Y R^{-1} \delta`, ``(N,)``, and
+    the symmetric square root :math:`\sqrt{N - 1}\, M^{-1/2}`, ``(N, N)`` (see :func:`_svd`)."""
     n = obs_anom.shape[0]
-    scaled = obs_anom * precision  # Y R^-1, (N, d)
-    m = (n - 1) * jnp.eye(n, dtype=obs_anom.dtype) + scaled @ obs_anom.T
-    evals, evecs = jnp.linalg.eigh(m)
-    m_inv = (evecs / evals) @ evecs.T
-    w_mean = m_inv @ (scaled @ innovation)
-    w_sqrt = jnp.sqrt(n - 1.0) * (evecs / jnp.sqrt(evals)) @ evecs.T
+    u, s, vt, sqrt_precision = _svd(obs_anom, precision)
+    eig = (n - 1.0) + s * s
+    w_mean = u @ (s / eig * (vt @ (sqrt_precision * innovation)))
+    w_sqrt = jnp.eye(n, dtype=obs_anom.dtype) + (u * (jnp.sqrt((n - 1.0) / eig) - 1.0)) @ u.T
     return w_mean, w_sqrt
 
 
@@ -120,9 +133,9 @@ def _enkf(key, ensemble, y, obs_std, precision, inflation, *, h):
     perturb = obs_std * jax.random.normal(key, ensemble.shape, ensemble.dtype)
     perturb = perturb - perturb.mean(axis=0)
     innovations = y + perturb - hx  # (N, d)
-    scaled = obs_anom * precision
-    m = (n - 1) * jnp.eye(n, dtype=ensemble.dtype) + scaled @ obs_anom.T
-    weights = jnp.linalg.solve(m, scaled @ innovations.T)  # (N, N): column j for member j
+    u, s, vt, sqrt_precision = _svd(obs_anom, precision)
+    # M^-1 Y R^-1 (innovation_j), column j for member j, (N, N)
+    weights = u @ ((s / ((n - 1.0) + s * s))[:, None] * (vt @ (sqrt_precision * innovations).T))
     return _inflate(ensemble + weights.T @ anom, inflation)
 
 

@@ -1,0 +1,602 @@
+r"""The comparison harness: tune every method per case on hidden trials, evaluate on many.
+
+A comparison in this package is *fair* and *powered*:
+
+* **common random numbers**: in a trial every method sees the same truth, the same
+  observations, the same standard-normal draws of its initial ensemble (scaled by its own
+  ``init_std``) and the same cycle key;
+* **tuned per case**: each method is tuned on *tuning trials* whose seeds are disjoint from
+  the *evaluation trials*, over the product of its grid; the grid and every point's score
+  are part of the result;
+* **powered**: on the evaluation trials each method's time-averaged RMSE, its spread/RMSE,
+  CRPS and rank histogram, and its diverged trials (counted, never dropped silently); the
+  difference to a reference method is reported with the 95% interval of the *paired*
+  difference over trials, :math:`\bar\delta \pm t_{0.975,n-1}\, s_\delta/\sqrt n`.
+
+Trials run side by side in one compiled, vmapped scan
+(:func:`scoreda.assimilate.cycle_batch`), and so do the float-valued points of a grid (the
+knobs enter as traced arrays); string- and integer-valued knobs (integrator, number of
+pseudo-time steps) select code and are looped over.
+
+A :class:`Case` says how to make trial ``seed`` (:class:`Trial`) and what the forecast
+model is; a :class:`Method` names a filter of :data:`scoreda.filters.FILTERS` with fixed
+knobs and a grid. :func:`compare` runs both stages for a list of methods and returns a
+:class:`Comparison`, whose :meth:`Comparison.table` is a Markdown table and
+:meth:`Comparison.verdict` a sentence computed from the numbers. Results are cached as JSON
+under ``$SCOREDA_CACHE/compare/`` keyed by the case's ``cache_key``, the method and the
+seeds, one file per method and stage, so an interrupted comparison resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats as _stats
+from tqdm import tqdm
+
+from scoreda import _checks, assimilate, observe
+from scoreda.filters import registry
+
+
+class Trial(NamedTuple):
+    """One trial of a case (the same for every method).
+
+    Fields:
+      truth: true states over the cycle, ``(T, d)``; ``truth[0]`` is the initial time.
+      observations: :class:`scoreda.observe.Observations` at those steps, ``(T, d)``.
+      center: what the initial ensemble is centred on, ``(d,)`` or a history window ``(W, d)``.
+      noise: standard-normal draws ``(N,) + center.shape``; a method's initial ensemble is
+        ``center + init_std * noise``.
+    """
+
+    truth: jax.Array
+    observations: observe.Observations
+    center: jax.Array
+    noise: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One comparison setting: how trials are made and the forecast model they are cycled with.
+
+    Fields:
+      name: for tables and messages.
+      make_trial: ``seed -> Trial``; deterministic in the seed.
+      model: forecast model ``(member, key, *model_args) -> next`` (see
+        :mod:`scoreda.assimilate`); additive model error is added by the harness.
+      obs: the observation operator's name (or a callable) given to every filter.
+      model_args: arrays shared by all trials (e.g. a surrogate's parameters).
+      burn_in: steps left out of every time average (the filters' spin-up).
+      init_std: default spread of the initial ensemble (a method may tune its own).
+      climate_std: the climatological standard deviation of one component; a trial whose
+        time-averaged RMSE exceeds it has *lost track* (counted in the table). None: not counted.
+      divergence_bound: an RMSE above it at any step (or a non-finite one) is a divergence.
+      cache_key: a string that identifies everything ``make_trial`` and ``model`` depend on
+        (system, sizes, surrogate's cache key); None disables caching.
+    """
+
+    name: str
+    make_trial: Callable[[int], Trial]
+    model: Callable
+    obs: str | Callable
+    model_args: tuple = ()
+    burn_in: int = 0
+    init_std: float = 1.0
+    climate_std: float | None = None
+    divergence_bound: float = 1000.0
+    cache_key: str | None = None
+
+    def __post_init__(self):
+        _checks.integer("burn_in", self.burn_in, 0)
+        _checks.non_negative("init_std", self.init_std)
+        _checks.positive("divergence_bound", self.divergence_bound)
+        if self.climate_std is not None:
+            _checks.positive("climate_std", self.climate_std)
+        observe.operator(self.obs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A filter of :data:`scoreda.filters.FILTERS` with fixed knobs and a tuning grid.
+
+    Fields:
+      label: the row's name in tables.
+      filter: the registry name (``"EnKF"``, ``"ETKF"``, ``"LETKF"``, ``"EnSF"``, ...).
+      knobs: fixed knobs (override the registry's defaults), including the cycle knobs
+        ``model_error`` (additive forecast noise std, default 0) and ``init_std``.
+      grid: candidate values per knob, tuned over their product; None takes the registry's
+        grid, ``{}`` tunes nothing (e.g. a paper's own setting).
+      wrap: optional ``(filter_fn, obs) -> filter_fn`` applied to the bound analysis (e.g. the
+        authors' fill-unobserved device); must be a module-level function.
+    """
+
+    label: str
+    filter: str
+    knobs: Mapping = dataclasses.field(default_factory=dict)
+    grid: Mapping | None = None
+    wrap: Callable | None = None
+
+    def __post_init__(self):
+        spec = registry.get(self.filter)
+        allowed = set(spec.knobs) | set(registry.CYCLE_KNOBS)
+        for what, names in (("knobs", self.knobs), ("grid", self.grid or {})):
+            unknown = set(names) - allowed
+            if unknown:
+                raise ValueError(f"{self.label}: unknown {what} {sorted(unknown)}; "
+                                 f"{self.filter} has {sorted(allowed)}")
+        for name, values in (self.grid or {}).items():
+            if len(values) == 0:
+                raise ValueError(f"{self.label}: grid[{name!r}] is empty")
+
+    def tuning_grid(self) -> dict:
+        """The grid actually tuned over: ``grid``, or the registry's when ``grid`` is None."""
+        grid = registry.get(self.filter).grid if self.grid is None else self.grid
+        return {k: tuple(v) for k, v in grid.items()}
+
+    def describe(self) -> dict:
+        """A JSON-able description (for cache keys and records)."""
+        return {"label": self.label, "filter": self.filter, "knobs": _jsonable(self.knobs),
+                "grid": _jsonable(self.tuning_grid()),
+                "wrap": None if self.wrap is None else _qualname(self.wrap)}
+
+
+class Tuning(NamedTuple):
+    """A method's tuning: ``points`` (one dict of knobs per grid point), their mean
+    time-averaged RMSE over the tuning trials (``inf`` where any trial diverged), and the
+    chosen point (the lowest score)."""
+
+    points: list
+    scores: np.ndarray
+    chosen: dict
+
+
+class MethodResult(NamedTuple):
+    """A method evaluated on the evaluation trials (``n`` trials, ``N`` members).
+
+    Fields:
+      knobs: the knobs it ran with (fixed and tuned).
+      rmse, spread, crps: per-trial time averages after the burn-in, ``(n,)`` (NaN when
+        the trial diverged).
+      rmse_curve: mean over the trials that did not diverge of the analysis RMSE, ``(T,)``.
+      rank_counts: rank histogram of the truth among the analysis members over every
+        component, scored step and non-diverged trial, ``(N + 1,)``.
+      diverged_step: per trial, -1 if none, ``(n,)``.
+    """
+
+    knobs: dict
+    rmse: np.ndarray
+    spread: np.ndarray
+    crps: np.ndarray
+    rmse_curve: np.ndarray
+    rank_counts: np.ndarray
+    diverged_step: np.ndarray
+
+    @property
+    def n_diverged(self) -> int:
+        return int(np.sum(self.diverged_step >= 0))
+
+    def outlier_ratio(self) -> float:
+        """Share of truths outside the ensemble (rank 0 or N) over its calibrated value
+        ``2/(N + 1)``: 1 calibrated, above 1 over-confident, below 1 over-dispersive."""
+        total = self.rank_counts.sum()
+        if total == 0:
+            return float("nan")
+        n_bins = self.rank_counts.shape[0]
+        return float((self.rank_counts[0] + self.rank_counts[-1]) / total / (2.0 / n_bins))
+
+
+class Difference(NamedTuple):
+    """Paired difference of time-averaged RMSE, ``method - reference``, over the trials
+    where neither diverged: mean and 95% interval, ``n`` pairs."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        return self.n >= 2 and (self.high < 0 or self.low > 0)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Difference:
+    r"""Mean of ``a - b`` over the pairs where both are finite, with the two-sided Student-t
+    interval :math:`\bar\delta \pm t_{(1+\ell)/2,\,n-1}\,s_\delta/\sqrt n`."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples must have one shape, got {a.shape} and {b.shape}")
+    delta = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    n = delta.size
+    if n == 0:
+        return Difference(float("nan"), float("nan"), float("nan"), 0)
+    mean = float(delta.mean())
+    if n == 1:
+        return Difference(mean, float("nan"), float("nan"), 1)
+    half = float(_stats.t.ppf(0.5 + level / 2, n - 1) * delta.std(ddof=1) / np.sqrt(n))
+    return Difference(mean, mean - half, mean + half, n)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The outcome of :func:`compare` on one case.
+
+    Fields:
+      case: the case's name.
+      reference: label of the method the differences are taken against.
+      methods: label -> :class:`Method`.
+      tunings: label -> :class:`Tuning`.
+      results: label -> :class:`MethodResult` on the evaluation trials.
+      tuning_seeds, evaluation_seeds: the trials' seeds (disjoint).
+    """
+
+    case: str
+    reference: str
+    methods: dict
+    tunings: dict
+    results: dict
+    tuning_seeds: tuple
+    evaluation_seeds: tuple
+
+    def difference(self, label: str, reference: str | None = None) -> Difference:
+        """Paired RMSE difference ``label - reference`` (default: the comparison's reference)."""
+        ref = self.reference if reference is None else reference
+        return paired_difference(self.results[label].rmse, self.results[ref].rmse)
+
+    def best(self) -> str:
+        """The label with the lowest mean RMSE among methods with no diverged trial."""
+        ok = {k: np.mean(r.rmse) for k, r in self.results.items() if r.n_diverged == 0}
+        return min(ok, key=ok.get) if ok else ""
+
+    def verdict(self, label: str, reference: str | None = None, digits: int = 3) -> str:
+        """A sentence computed from the numbers: the paired difference with its interval and
+        what it means, e.g. ``"EnSF minus LETKF: -0.120 [-0.180, -0.060] (EnSF better)"``."""
+        ref = self.reference if reference is None else reference
+        diff = self.difference(label, ref)
+        head = f"{label} minus {ref}: "
+        if diff.n < 2:
+            return head + f"not comparable ({diff.n} trials where both ran)"
+        f = f"{{:+.{digits}f}}"
+        numbers = f"{f.format(diff.mean)} [{f.format(diff.low)}, {f.format(diff.high)}]"
+        if not diff.significant:
+            meaning = "no significant difference"
+        else:
+            meaning = f"{label if diff.mean < 0 else ref} better"
+        dropped = len(self.evaluation_seeds) - diff.n
+        extra = f"; {dropped} trials left out (diverged)" if dropped else ""
+        return head + numbers + f" ({meaning}{extra})"
+
+    def table(self, digits: int = 3, knobs: bool = True) -> str:
+        """A Markdown table: one row per method (RMSE mean with the 95% interval of the mean,
+        the paired difference to the reference with its interval, spread/RMSE, CRPS, rank
+        outliers, diverged trials, tuned knobs)."""
+        n = len(self.evaluation_seeds)
+        f = f"{{:.{digits}f}}"
+        fs = f"{{:+.{digits}f}}"
+        head = ["method", "RMSE [95% CI]", f"minus {self.reference} [95% CI]", "spread / RMSE",
+                "CRPS", "rank outliers ×", "diverged"] + (["knobs"] if knobs else [])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label, r in self.results.items():
+            ok = np.isfinite(r.rmse)
+            if ok.sum() >= 2:
+                m = paired_difference(r.rmse, np.zeros_like(r.rmse))
+                rmse = f"{f.format(m.mean)} [{f.format(m.low)}, {f.format(m.high)}]"
+            elif ok.sum() == 1:
+                rmse = f.format(float(r.rmse[ok][0]))
+            else:
+                rmse = "—"
+            if label == self.reference:
+                diff = "reference"
+            else:
+                d = self.difference(label)
+                diff = "—" if d.n < 2 else f"{fs.format(d.mean)} [{fs.format(d.low)}, {fs.format(d.high)}]"
+            ratio = np.nanmean(r.spread) / np.nanmean(r.rmse) if ok.any() else float("nan")
+            crps = np.nanmean(r.crps) if ok.any() else float("nan")
+            row = [label, rmse, diff, "—" if not ok.any() else f"{ratio:.2f}",
+                   "—" if not ok.any() else f.format(crps),
+                   f"{r.outlier_ratio():.1f}", f"{r.n_diverged}/{n}"]
+            if knobs:
+                tuned = set(self.tunings[label].points[0]) if self.tunings[label].points else set()
+                row.append(", ".join(f"{k} {_short(v)}" for k, v in r.knobs.items() if k in tuned)
+                           or "fixed")
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines)
+
+    def tuning_table(self, label: str, digits: int = 3) -> str:
+        """The tuning grid of ``label`` as a Markdown table (one row per point)."""
+        tuning = self.tunings[label]
+        if not tuning.points:
+            return f"{label}: not tuned (fixed setting)"
+        names = list(tuning.points[0])
+        lines = ["| " + " | ".join(names) + " | tuning RMSE |", "|" + "---|" * (len(names) + 1)]
+        for point, score in zip(tuning.points, tuning.scores):
+            s = "diverged" if not np.isfinite(score) else f"{score:.{digits}f}"
+            mark = " ◀" if point == tuning.chosen else ""
+            lines.append("| " + " | ".join(_short(point[k]) for k in names) + f" | {s}{mark} |")
+        return "\n".join(lines)
+
+    def record(self) -> dict:
+        """Every number as JSON-able lists (for ``results.json`` and the book's records)."""
+        return {
+            "case": self.case, "reference": self.reference,
+            "tuning_seeds": list(self.tuning_seeds), "evaluation_seeds": list(self.evaluation_seeds),
+            "methods": {k: m.describe() for k, m in self.methods.items()},
+            "tunings": {k: _tuning_json(t) for k, t in self.tunings.items()},
+            "results": {k: _result_json(r) for k, r in self.results.items()},
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# running a method on a batch of trials
+
+
+_BOUND_FILTERS: dict = {}
+
+
+def _bound_filter(method: Method, obs, static: dict) -> Callable:
+    """The method's analysis with ``obs`` and its static knobs bound; one object per
+    setting, so that every grid point and trial shares one compilation."""
+    key = (method.filter, _qualname(obs) if callable(obs) else obs,
+           tuple(sorted((k, v) for k, v in static.items())),
+           None if method.wrap is None else _qualname(method.wrap))
+    if key not in _BOUND_FILTERS:
+        fn = registry.get(method.filter).bind(obs=obs, **static)
+        if method.wrap is not None:
+            fn = method.wrap(fn, obs)
+        _BOUND_FILTERS[key] = fn
+    return _BOUND_FILTERS[key]
+
+
+def _is_static(value) -> bool:
+    return isinstance(value, (str, bool, int, np.integer)) and not isinstance(value, float)
+
+
+def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[int],
+         points: Sequence[dict], progress: bool) -> list[assimilate.BatchResult]:
+    """Cycle every (point, trial) pair; returns one :class:`BatchResult` per point whose
+    batch axis runs over ``trials``. Points sharing their static knobs run in one batch."""
+    spec = registry.get(method.filter)
+    results: list = [None] * len(points)
+    groups: dict = {}
+    for i, point in enumerate(points):
+        knobs = dict(spec.knobs) | {"model_error": 0.0, "init_std": case.init_std} | point
+        knobs.update({k: float(knobs[k]) for k in registry.CYCLE_KNOBS})
+        static = {k: v for k, v in knobs.items() if _is_static(v)}
+        groups.setdefault(tuple(sorted(static.items())), []).append((i, knobs))
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *trials)
+    n_trials = len(trials)
+    for static_items, members in groups.items():
+        filter_fn = _bound_filter(method, case.obs, dict(static_items))
+        dynamic = [k for k in members[0][1] if k not in dict(static_items)]
+        filter_names = [k for k in dynamic if k not in registry.CYCLE_KNOBS]
+        values = {k: np.repeat(np.array([kn[k] for _, kn in members], np.float32), n_trials)
+                  for k in dynamic}
+        tile = lambda a: jnp.concatenate([a] * len(members))
+        batch = jax.tree.map(tile, stacked)
+        init_std = jnp.asarray(values["init_std"]).reshape((-1,) + (1,) * (batch.noise.ndim - 1))
+        ensemble0 = batch.center[:, None] + init_std * batch.noise
+        keys = jnp.stack([jax.random.fold_in(jax.random.key(seed), 7) for seed in seeds] * len(members))
+        out = assimilate.cycle_batch(
+            keys, _with_model_error(case.model), filter_fn, batch.truth, batch.observations,
+            ensemble0, model_args=tuple(case.model_args),
+            trial_model_args=(jnp.asarray(values["model_error"]),),
+            filter_kwargs={k: values[k] for k in filter_names},
+            divergence_bound=case.divergence_bound, progress=progress)
+        for j, (i, _) in enumerate(members):
+            results[i] = jax.tree.map(lambda a: a[j * n_trials:(j + 1) * n_trials], out)
+    return results
+
+
+_NOISY_MODELS: dict = {}
+
+
+def _with_model_error(model: Callable) -> Callable:
+    """``model`` plus additive N(0, std^2) noise, std its last model argument (cached)."""
+    if model not in _NOISY_MODELS:
+        def noisy(member, key, *args):
+            *model_args, std = args
+            k_model, k_noise = jax.random.split(key)
+            nxt = model(member, k_model, *model_args)
+            return nxt + std.astype(nxt.dtype) * jax.random.normal(k_noise, nxt.shape, nxt.dtype)
+
+        _NOISY_MODELS[model] = noisy
+    return _NOISY_MODELS[model]
+
+
+def _time_averages(case: Case, out: assimilate.BatchResult):
+    late = slice(case.burn_in, None)
+    diverged = out.diverged_step >= 0
+    nan_if = lambda a: np.where(diverged, np.nan, np.mean(a[:, late], axis=1))
+    return nan_if(out.analysis_rmse), nan_if(out.analysis_spread), nan_if(out.analysis_crps)
+
+
+# ---------------------------------------------------------------------------------------
+# the two stages
+
+
+def grid_points(method: Method) -> list[dict]:
+    """Every point of the method's tuning grid (its fixed knobs merged in)."""
+    grid = method.tuning_grid()
+    names = list(grid)
+    return [dict(method.knobs) | dict(zip(names, combo))
+            for combo in itertools.product(*(grid[k] for k in names))]
+
+
+def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = False,
+         trials: Sequence[Trial] | None = None) -> Tuning:
+    """Score every grid point of ``method`` on the trials ``seeds`` (mean time-averaged RMSE,
+    ``inf`` if any trial diverged) and choose the lowest."""
+    grid = method.tuning_grid()
+    if not grid:
+        return Tuning([], np.zeros(0), dict(method.knobs))
+    points = grid_points(method)
+    trials = [case.make_trial(s) for s in seeds] if trials is None else trials
+    outs = _run(case, method, trials, seeds, points, progress)
+    scores = []
+    for out in outs:
+        rmse = _time_averages(case, out)[0]
+        scores.append(float(np.mean(rmse)) if np.all(np.isfinite(rmse)) else float("inf"))
+    scores = np.asarray(scores)
+    chosen = points[int(np.argmin(scores))] if np.isfinite(scores).any() else dict(method.knobs)
+    # keep only the tuned names in the points (the fixed knobs are the method's)
+    tuned = list(grid)
+    return Tuning([{k: p[k] for k in tuned} for p in points], scores, chosen)
+
+
+def evaluate(case: Case, method: Method, knobs: dict, seeds: Sequence[int], *,
+             progress: bool = False, trials: Sequence[Trial] | None = None) -> MethodResult:
+    """Run ``method`` with ``knobs`` on the evaluation trials ``seeds``."""
+    trials = [case.make_trial(s) for s in seeds] if trials is None else trials
+    out = _run(case, method, trials, seeds, [dict(knobs)], progress)[0]
+    rmse, spread, crps = _time_averages(case, out)
+    ok = out.diverged_step < 0
+    curve = (np.mean(out.analysis_rmse[ok], axis=0) if ok.any()
+             else np.full(out.analysis_rmse.shape[1], np.nan))
+    ranks = out.rank_counts[ok][:, case.burn_in:].sum(axis=(0, 1))
+    return MethodResult(dict(knobs), rmse, spread, crps, curve, ranks, out.diverged_step)
+
+
+def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int],
+            evaluation_seeds: Sequence[int], reference: str | None = None, cache: bool = True,
+            progress: bool = True) -> Comparison:
+    """Tune each method on ``tuning_seeds``, evaluate it on ``evaluation_seeds``.
+
+    The two seed sets must be disjoint. ``reference`` (default: the first method) is what
+    the table's paired differences are taken against. With ``cache`` and a
+    ``case.cache_key``, each method's tuning and evaluation are stored as JSON and reused.
+    """
+    tuning_seeds, evaluation_seeds = tuple(int(s) for s in tuning_seeds), tuple(int(s) for s in evaluation_seeds)
+    if set(tuning_seeds) & set(evaluation_seeds):
+        raise ValueError(f"tuning and evaluation seeds must be disjoint; both hold "
+                         f"{sorted(set(tuning_seeds) & set(evaluation_seeds))}")
+    if len(evaluation_seeds) < 2:
+        raise ValueError(f"evaluation_seeds must hold at least 2 trials (10 or more for the book), "
+                         f"got {len(evaluation_seeds)}")
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"method labels must be unique, got {labels}")
+    reference = labels[0] if reference is None else reference
+    if reference not in labels:
+        raise ValueError(f"reference must be one of {labels}, got {reference!r}")
+    tune_trials = eval_trials = None
+    tunings, results = {}, {}
+    bar = tqdm(methods, desc=f"{case.name}", unit="method", disable=not progress)
+    for method in bar:
+        bar.set_postfix_str(method.label)
+        store = _Store(case, method, tuning_seeds, evaluation_seeds) if cache and case.cache_key else None
+        tuning = store.load_tuning() if store else None
+        if tuning is None:
+            if method.tuning_grid() and tune_trials is None:
+                tune_trials = [case.make_trial(s) for s in tuning_seeds]
+            tuning = tune(case, method, tuning_seeds, trials=tune_trials)
+            if store:
+                store.save_tuning(tuning)
+        result = store.load_result() if store else None
+        if result is None:
+            if eval_trials is None:
+                eval_trials = [case.make_trial(s) for s in evaluation_seeds]
+            result = evaluate(case, method, tuning.chosen, evaluation_seeds, trials=eval_trials)
+            if store:
+                store.save_result(result)
+        tunings[method.label], results[method.label] = tuning, result
+    return Comparison(case.name, reference, {m.label: m for m in methods}, tunings, results,
+                      tuning_seeds, evaluation_seeds)
+
+
+# ---------------------------------------------------------------------------------------
+# cache and JSON
+
+
+class _Store:
+    """One method's cached tuning and evaluation of one case (JSON files, atomic writes)."""
+
+    def __init__(self, case: Case, method: Method, tuning_seeds, evaluation_seeds):
+        from scoreda.surrogates import train  # the cache directory and atomic JSON writer
+
+        self._write = train.write_json
+        described = {"case": case.cache_key, "burn_in": case.burn_in, "init_std": case.init_std,
+                     "divergence_bound": case.divergence_bound, "method": method.describe(),
+                     "version": _version()}
+        key_tune = _digest(described | {"seeds": list(tuning_seeds)})
+        key_eval = _digest(described | {"tuning": key_tune, "seeds": list(evaluation_seeds)})
+        root = train.cache_dir() / "compare"
+        self.tuning_path = root / f"tune-{key_tune}.json"
+        self.result_path = root / f"eval-{key_eval}.json"
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _load(self, path):
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            path.unlink()  # a damaged entry is recomputed, never trusted
+            return None
+
+    def load_tuning(self):
+        d = self._load(self.tuning_path)
+        return None if d is None else Tuning(d["points"], np.asarray(d["scores"], float), d["chosen"])
+
+    def save_tuning(self, tuning: Tuning):
+        self._write(self.tuning_path, _tuning_json(tuning))
+
+    def load_result(self):
+        d = self._load(self.result_path)
+        if d is None:
+            return None
+        arr = lambda k, dtype=float: np.asarray(d[k], dtype)
+        return MethodResult(d["knobs"], arr("rmse"), arr("spread"), arr("crps"), arr("rmse_curve"),
+                            arr("rank_counts", np.int64), arr("diverged_step", np.int64))
+
+    def save_result(self, result: MethodResult):
+        self._write(self.result_path, _result_json(result))
+
+
+def _floats(a):
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, float).ravel()]
+
+
+def _tuning_json(t: Tuning) -> dict:
+    return {"points": _jsonable(t.points), "scores": [float(s) if np.isfinite(s) else "inf" for s in t.scores],
+            "chosen": _jsonable(t.chosen)}
+
+
+def _result_json(r: MethodResult) -> dict:
+    return {"knobs": _jsonable(r.knobs), "rmse": _floats(r.rmse), "spread": _floats(r.spread),
+            "crps": _floats(r.crps), "rmse_curve": _floats(r.rmse_curve),
+            "rank_counts": [int(c) for c in r.rank_counts],
+            "diverged_step": [int(s) for s in r.diverged_step]}
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def _digest(described: dict) -> str:
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _qualname(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _short(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _version() -> str:
+    import scoreda
+
+    return scoreda.__version__

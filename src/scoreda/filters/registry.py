@@ -1,0 +1,90 @@
+"""Every analysis step of the package in one table: :data:`FILTERS`.
+
+Each entry is a :class:`FilterSpec`: the analysis function (the common contract
+``analysis(key, ensemble, y, obs_std, *, obs, mask=None, **knobs) -> ensemble``), the
+defaults of its knobs, and the grid a comparison tunes it over. A harness or a reader
+iterates over ``FILTERS`` instead of listing filters by hand::
+
+    from scoreda.filters import FILTERS
+    for name, spec in FILTERS.items():
+        analysis = spec.bind(obs="arctan")          # knobs at their defaults
+        xa = analysis(key, xf, y, 0.01, mask=mask)
+
+Knobs that are floats (inflation, localisation radius, eps_b, kernel variance) may be traced
+arrays, so one compiled cycle serves a whole grid (:func:`scoreda.assimilate.cycle_batch`);
+strings and integers (integrator, number of pseudo-time steps) select code and are static.
+
+Two knobs belong to the cycle rather than to the analysis and are listed here because every
+filter has them: ``model_error``, the standard deviation of additive Gaussian noise put on
+every forecast (the usual treatment of model error), and ``init_std``, the spread of the
+initial ensemble around the truth. The comparison harness
+(:mod:`scoreda.experiments.compare`) applies them.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Mapping, NamedTuple
+
+from scoreda.filters import ensf, kalman
+
+#: knobs every filter has that the cycle (not the analysis) applies
+CYCLE_KNOBS = ("model_error", "init_std")
+
+
+class FilterSpec(NamedTuple):
+    """One filter of the registry.
+
+    Fields:
+      analysis: the analysis function.
+      knobs: the knobs' defaults (passed as keywords; ``prior`` etc. fixed per entry).
+      grid: candidate values per knob for tuning; the comparison tunes over their product.
+      summary: one line for tables and the book.
+    """
+
+    analysis: Callable
+    knobs: Mapping
+    grid: Mapping
+    summary: str
+
+    def bind(self, *, obs, **knobs) -> Callable:
+        """The analysis with ``obs`` and the knobs (defaults overridden by ``knobs``) bound:
+        ``(key, ensemble, y, obs_std, mask=None, **traced_knobs) -> ensemble``."""
+        unknown = set(knobs) - set(self.knobs)
+        if unknown:
+            raise ValueError(f"unknown knobs {sorted(unknown)}; this filter has {sorted(self.knobs)}")
+        return partial(self.analysis, obs=obs, **(dict(self.knobs) | knobs))
+
+
+_INFLATION = (1.0, 1.02, 1.05, 1.1, 1.2, 1.4)
+_ENSF = {"eps_a": 0.5, "eps_b": 0.025, "kernel_var": 0.0, "n_steps": 100,
+         "integrator": "exponential", "start": "marginal"}
+
+FILTERS: dict[str, FilterSpec] = {
+    "EnKF": FilterSpec(
+        kalman.enkf, {"inflation": 1.0}, {"inflation": _INFLATION},
+        "stochastic (perturbed-observation) EnKF, multiplicative inflation"),
+    "ETKF": FilterSpec(
+        kalman.etkf, {"inflation": 1.0}, {"inflation": _INFLATION},
+        "ensemble transform Kalman filter (symmetric square root), multiplicative inflation"),
+    "LETKF": FilterSpec(
+        kalman.letkf, {"inflation": 1.0, "radius": 4.0},
+        {"inflation": _INFLATION, "radius": (1.0, 2.0, 4.0, 8.0)},
+        "local ETKF, Gaspari-Cohn R-localisation, multiplicative inflation"),
+    "EnSF": FilterSpec(
+        partial(ensf.analysis, prior="paired"), _ENSF,
+        {"eps_b": (0.005, 0.01, 0.025, 0.05, 0.1)},
+        "Ensemble Score Filter, paired prior score (one member per trajectory)"),
+    "EnSF mixture": FilterSpec(
+        partial(ensf.analysis, prior="mixture"), _ENSF | {"kernel_var": 0.05},
+        {"kernel_var": (0.01, 0.05, 0.2), "eps_b": (0.01, 0.025, 0.05)},
+        "Ensemble Score Filter, Gaussian-mixture prior score over all members"),
+}
+
+
+def get(name: str) -> FilterSpec:
+    """The registry entry ``name`` (a clear error listing the names otherwise)."""
+    try:
+        return FILTERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"filter must be one of {sorted(FILTERS)}, got {name!r}") from None

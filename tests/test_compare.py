@@ -1,0 +1,127 @@
+"""The comparison harness: batched cycles equal single ones, traced knobs equal bound ones,
+paired intervals equal Student's, tuning picks the best point on hidden trials."""
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from scoreda import assimilate
+from scoreda.experiments import compare, twin
+from scoreda.filters import FILTERS, kalman, registry
+
+SMALL = twin.TwinConfig(d=20, n_cycles=120, burn_in=20, n_members=10)
+
+
+def test_cycle_batch_equals_separate_cycles():
+    # three trials side by side in one vmapped scan give each trial's own cycle
+    cfg = SMALL
+    twins = [twin.make_twin(dataclasses.replace(cfg, seed=s)) for s in (1, 2, 3)]
+    filt = partial(kalman.etkf, obs="identity", inflation=1.05)
+    keys = jnp.stack([jax.random.key(10 + s) for s in range(3)])
+    stack = lambda *a: jnp.stack(a)
+    out = assimilate.cycle_batch(keys, twins[0].model, filt, jnp.stack([t.truth for t in twins]),
+                                 jax.tree.map(stack, *[t.observations for t in twins]),
+                                 jnp.stack([t.ensemble0 for t in twins]))
+    for i, t in enumerate(twins):
+        single = assimilate.cycle(keys[i], t.model, filt, t.truth, t.observations, t.ensemble0)
+        np.testing.assert_allclose(out.analysis_rmse[i], single.analysis_rmse, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(out.forecast_spread[i], single.forecast_spread, rtol=2e-5, atol=1e-6)
+    # the rank histogram counts every component of every step once
+    assert out.rank_counts.shape == (3, cfg.n_cycles, cfg.n_members + 1)
+    np.testing.assert_array_equal(out.rank_counts.sum(axis=-1), cfg.d)
+
+
+def test_traced_knobs_equal_bound_knobs():
+    # inflation passed as a batched array (one compilation for the grid) gives what the
+    # filter with the inflation bound as a Python float gives
+    t = twin.make_twin(dataclasses.replace(SMALL, seed=4))
+    grid = np.array([1.0, 1.1, 1.3], np.float32)
+    key = jax.random.key(0)
+    rep = lambda a: jnp.stack([a] * 3)
+    out = assimilate.cycle_batch(jnp.stack([key] * 3), t.model, partial(kalman.letkf, obs="identity"),
+                                 rep(t.truth), jax.tree.map(rep, t.observations), rep(t.ensemble0),
+                                 filter_kwargs={"inflation": grid, "radius": np.full(3, 3.0, np.float32)})
+    for i, r in enumerate(grid):
+        single = assimilate.cycle(key, t.model, partial(kalman.letkf, obs="identity", inflation=float(r),
+                                                        radius=3.0),
+                                  t.truth, t.observations, t.ensemble0)
+        np.testing.assert_allclose(out.analysis_rmse[i], single.analysis_rmse, rtol=1e-4, atol=1e-6)
+
+
+def test_cycle_batch_reports_divergence_per_trial():
+    t = twin.make_twin(dataclasses.replace(SMALL, seed=5))
+    rep = lambda a: jnp.stack([a] * 2)
+    # a filter that throws the ensemble away (inflation 50) diverges; the other does not
+    out = assimilate.cycle_batch(jax.random.key(0), t.model, partial(kalman.etkf, obs="identity"),
+                                 rep(t.truth), jax.tree.map(rep, t.observations), rep(t.ensemble0),
+                                 filter_kwargs={"inflation": np.array([1.05, 50.0], np.float32)},
+                                 divergence_bound=20.0)
+    assert out.diverged_step[0] == -1 and out.diverged_step[1] > 0
+    assert np.all(np.isnan(out.analysis_rmse[1, out.diverged_step[1] + 1:]))
+    assert np.all(np.isfinite(out.analysis_rmse[0]))
+
+
+def test_paired_difference_is_students_interval():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 0.3, 12), rng.normal(1.2, 0.3, 12)
+    diff = compare.paired_difference(a, b)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    np.testing.assert_allclose([diff.mean, diff.low, diff.high], [np.mean(a - b), ci.low, ci.high],
+                               rtol=1e-12)
+    # pairs with a non-finite member (a diverged trial) are left out, and counted
+    a[3] = np.nan
+    assert compare.paired_difference(a, b).n == 11
+
+
+def test_compare_tunes_on_hidden_trials_and_reports_every_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    case = twin.case(SMALL)
+    methods = [compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.05, 1.3)}),
+               compare.Method("ETKF fixed", "ETKF", knobs={"inflation": 1.3}, grid={})]
+    with pytest.raises(ValueError, match="disjoint"):
+        compare.compare(case, methods, tuning_seeds=[1, 2], evaluation_seeds=[2, 3])
+    result = compare.compare(case, methods, tuning_seeds=[101, 102], evaluation_seeds=range(4),
+                             progress=False)
+    tuning = result.tunings["ETKF"]
+    assert tuning.chosen["inflation"] == tuning.points[int(np.argmin(tuning.scores))]["inflation"]
+    # a tuning score is the mean over the tuning trials of what evaluate() reports there
+    chosen = compare.evaluate(case, methods[0], tuning.chosen, [101, 102])
+    assert np.min(tuning.scores) == pytest.approx(np.mean(chosen.rmse), rel=1e-5)
+    r = result.results["ETKF"]
+    assert r.rmse.shape == (4,) and np.all(np.isfinite(r.rmse)) and r.n_diverged == 0
+    # spread and RMSE of the same cycles: a tuned ETKF on this twin is roughly calibrated
+    assert 0.6 < np.mean(r.spread) / np.mean(r.rmse) < 1.6
+    # paired difference against the reference and a verdict computed from it
+    diff = result.difference("ETKF fixed")
+    np.testing.assert_allclose(diff.mean, np.mean(result.results["ETKF fixed"].rmse - r.rmse), rtol=1e-6)
+    assert result.verdict("ETKF fixed").startswith("ETKF fixed minus ETKF: ")
+    assert "| ETKF fixed |" in result.table()
+    # the cache: a second call reads the same numbers without running anything
+    again = compare.compare(case, methods, tuning_seeds=[101, 102], evaluation_seeds=range(4),
+                            progress=False)
+    np.testing.assert_array_equal(again.results["ETKF"].rmse, r.rmse)
+    np.testing.assert_array_equal(again.tunings["ETKF"].scores, tuning.scores)
+
+
+def test_registry_lists_every_filter_with_knobs_and_grids():
+    assert {"EnKF", "ETKF", "LETKF", "EnSF", "EnSF mixture"} <= set(FILTERS)
+    key = jax.random.key(0)
+    ens = jax.random.normal(key, (8, 10))
+    y = jnp.zeros(10)
+    mask = jnp.arange(10) % 2 == 0
+    for name, spec in FILTERS.items():
+        assert set(spec.grid) <= set(spec.knobs), name
+        out = spec.bind(obs="arctan", n_steps=20)(key, ens, y, 0.1, mask=mask) if "EnSF" in name \
+            else spec.bind(obs="arctan")(key, ens, y, 0.1, mask=mask)
+        assert out.shape == ens.shape and np.all(np.isfinite(np.asarray(out))), name
+    with pytest.raises(ValueError, match="unknown knobs"):
+        FILTERS["ETKF"].bind(obs="identity", radius=2.0)
+    with pytest.raises(ValueError, match="filter must be one of"):
+        registry.get("EnKS")
+    with pytest.raises(ValueError, match="unknown grid"):
+        compare.Method("x", "ETKF", grid={"eps_b": (0.1,)})

@@ -161,16 +161,24 @@ def _make_step(model, filter_fn, bound, store_states=True, ensemble_scores=False
 
 @functools.lru_cache(maxsize=64)
 def _compiled(model, filter_fn, bound, store_states=True, ensemble_scores=False,
-              n_shared_args=None):
+              n_shared_args=None, shared_schedule=False):
     """The jitted chunk; with ``n_shared_args`` (an int) vmapped over a leading trial axis of
     the carry, the inputs, ``obs_std``, the filter's keyword arrays and every model argument
-    after the first ``n_shared_args`` (which are shared by all trials)."""
+    after the first ``n_shared_args`` (which are shared by all trials).
+
+    With ``shared_schedule`` the step index, the observed flags and the forecast flags are
+    one ``(T,)`` sequence for all trials (``xs_shared``), so the analysis stays a real
+    conditional under ``vmap`` and runs only at observed steps (a batched predicate would
+    turn it into a select that runs the filter at every step)."""
     chunk = _make_step(model, filter_fn, bound, store_states, ensemble_scores)
     if n_shared_args is None:
         return jax.jit(chunk)
 
-    def batched(carry, xs, obs_std, shared_args, trial_args, filter_kwargs):
+    def batched(carry, xs, xs_shared, obs_std, shared_args, trial_args, filter_kwargs):
         def one(carry, xs, obs_std, trial_args, filter_kwargs):
+            if shared_schedule:
+                (key, truth, y, mask), (n, observed, do_forecast) = xs, xs_shared
+                xs = (n, key, truth, y, mask, observed, do_forecast)
             return chunk(carry, xs, obs_std, tuple(shared_args) + tuple(trial_args), filter_kwargs)
 
         return jax.vmap(one)(carry, xs, obs_std, trial_args, filter_kwargs)
@@ -391,16 +399,23 @@ def cycle_batch(
     if keys.shape == ():
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_batch))
 
+    observed = np.asarray(observations.observed)
+    shared = bool(np.all(observed == observed[:1]))
     step_chunk = _compiled(model, filter, float(divergence_bound), False, True,
-                           n_shared_args=len(model_args))
+                           n_shared_args=len(model_args), shared_schedule=shared)
     xs_all = jax.vmap(lambda k, t, o: _inputs(k, t, o, o.observed, compute_dtype))(
         keys, truth, observations._replace(std=obs_std))
+    xs_shared = ()
+    if shared:  # one schedule for all: (step, observed, forecast) unbatched
+        n_idx, k_all, t_all, y_all, m_all, o_all, f_all = xs_all
+        xs_all, xs_shared = (k_all, t_all, y_all, m_all), (n_idx[0], o_all[0], f_all[0])
     carry = (ensemble0, jnp.full((n_batch,), -1))
     outputs = []
     bar = tqdm(total=n_steps, desc=f"cycling {n_batch} runs", unit="step", disable=not progress)
     for start in range(0, n_steps, chunk):
         xs = jax.tree.map(lambda a: a[:, start:start + chunk], xs_all)
-        carry, out = step_chunk(carry, xs, obs_std, tuple(model_args), trial_model_args,
+        xs_s = jax.tree.map(lambda a: a[start:start + chunk], xs_shared)
+        carry, out = step_chunk(carry, xs, xs_s, obs_std, tuple(model_args), trial_model_args,
                                 filter_kwargs)
         outputs.append(out)
         bar.update(xs[0].shape[1])

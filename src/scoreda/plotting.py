@@ -87,3 +87,23 @@ def rmse_curves(ax, t, curves: dict, *, bands: dict | None = None, logy: bool = 
     ax.set_xlabel("time")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, ncol=2)
+
+
+def rank_histograms(ax, results: dict, *, labels=None):
+    """Rank histograms of several methods on one axis, normalised so that a calibrated
+    ensemble is flat at 1: ``results[label].rank_counts`` has shape ``(N + 1,)`` (e.g. a
+    :class:`scoreda.experiments.compare.Comparison`'s ``results``). A U shape is an
+    over-confident ensemble, a dome an over-dispersive one."""
+    labels = list(results) if labels is None else labels
+    for label in labels:
+        counts = np.asarray(results[label].rank_counts, float)
+        if counts.sum() == 0:
+            continue
+        rel = counts / counts.mean()
+        ranks = np.linspace(0.0, 1.0, counts.shape[0])
+        ax.step(ranks, rel, where="mid", lw=1.3, label=label, color=color_of(label),
+                ls="--" if "mixture" in label or "paper" in label or "authors" in label else "-")
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("rank of the truth among the members (0 to N, scaled to 0-1)")
+    ax.set_ylabel("frequency / flat")

@@ -302,10 +302,13 @@ class Comparison:
                    "—" if not ok.any() else f.format(crps),
                    f"{r.outlier_ratio():.1f}", f"{r.n_diverged}/{n}"]
             if knobs:
-                tuned = set(self.tunings[label].points[0]) if self.tunings[label].points else set()
-                row.append(", ".join(f"{k} {_short(v)}" for k, v in r.knobs.items() if k in tuned)
-                           or "fixed")
+                grid = self.methods[label].tuning_grid()
+                edge = lambda k, v: len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))
+                row.append(", ".join(f"{k} {_short(v)}" + (" †" if edge(k, v) else "")
+                                     for k, v in r.knobs.items() if k in grid) or "fixed")
             lines.append("| " + " | ".join(row) + " |")
+        if knobs and any("†" in line for line in lines[2:]):
+            lines.append("\n† at the edge of its tuning grid.")
         return "\n".join(lines)
 
     def tuning_table(self, label: str, digits: int = 3) -> str:
@@ -358,11 +361,18 @@ def _is_static(value) -> bool:
 
 
 def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[int],
-         points: Sequence[dict], progress: bool) -> list[assimilate.BatchResult]:
+         points: Sequence[dict], progress: bool, batch_size: int | None = None
+         ) -> list[assimilate.BatchResult]:
     """Cycle every (point, trial) pair; returns one :class:`BatchResult` per point whose
-    batch axis runs over ``trials``. Points sharing their static knobs run in one batch."""
+    batch axis runs over ``trials``.
+
+    Runs that share their static knobs go through one compiled cycle in batches of
+    ``batch_size`` runs (default: the number of trials; the last batch is padded with
+    repeats), so tuning and evaluation reuse one compilation and memory stays bounded.
+    """
     spec = registry.get(method.filter)
-    results: list = [None] * len(points)
+    n_trials = len(trials)
+    batch_size = n_trials if batch_size is None else batch_size
     groups: dict = {}
     for i, point in enumerate(points):
         knobs = dict(spec.knobs) | {"model_error": 0.0, "init_std": case.init_std} | point
@@ -370,27 +380,31 @@ def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[in
         static = {k: v for k, v in knobs.items() if _is_static(v)}
         groups.setdefault(tuple(sorted(static.items())), []).append((i, knobs))
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *trials)
-    n_trials = len(trials)
+    trial_keys = jnp.stack([jax.random.fold_in(jax.random.key(int(seed)), 7) for seed in seeds])
+    rows: dict = {}  # (point index, trial index) -> BatchResult row
     for static_items, members in groups.items():
         filter_fn = _bound_filter(method, case.obs, dict(static_items))
         dynamic = [k for k in members[0][1] if k not in dict(static_items)]
         filter_names = [k for k in dynamic if k not in registry.CYCLE_KNOBS]
-        values = {k: np.repeat(np.array([kn[k] for _, kn in members], np.float32), n_trials)
-                  for k in dynamic}
-        tile = lambda a: jnp.concatenate([a] * len(members))
-        batch = jax.tree.map(tile, stacked)
-        init_std = jnp.asarray(values["init_std"]).reshape((-1,) + (1,) * (batch.noise.ndim - 1))
-        ensemble0 = batch.center[:, None] + init_std * batch.noise
-        keys = jnp.stack([jax.random.fold_in(jax.random.key(seed), 7) for seed in seeds] * len(members))
-        out = assimilate.cycle_batch(
-            keys, _with_model_error(case.model), filter_fn, batch.truth, batch.observations,
-            ensemble0, model_args=tuple(case.model_args),
-            trial_model_args=(jnp.asarray(values["model_error"]),),
-            filter_kwargs={k: values[k] for k in filter_names},
-            divergence_bound=case.divergence_bound, progress=progress)
-        for j, (i, _) in enumerate(members):
-            results[i] = jax.tree.map(lambda a: a[j * n_trials:(j + 1) * n_trials], out)
-    return results
+        runs = [(i, knobs, t) for i, knobs in members for t in range(n_trials)]
+        for start in range(0, len(runs), batch_size):
+            chunk = runs[start:start + batch_size]
+            padded = chunk + [chunk[0]] * (batch_size - len(chunk))
+            take = jnp.asarray([t for _, _, t in padded])
+            batch = jax.tree.map(lambda a: a[take], stacked)
+            values = {k: np.array([kn[k] for _, kn, _ in padded], np.float32) for k in dynamic}
+            init_std = values["init_std"].reshape((-1,) + (1,) * (batch.noise.ndim - 1))
+            ensemble0 = batch.center[:, None] + init_std * batch.noise
+            out = assimilate.cycle_batch(
+                trial_keys[take], _with_model_error(case.model), filter_fn, batch.truth,
+                batch.observations, ensemble0, model_args=tuple(case.model_args),
+                trial_model_args=(values["model_error"],),
+                filter_kwargs={k: values[k] for k in filter_names},
+                divergence_bound=case.divergence_bound, progress=progress)
+            for j, (i, _, t) in enumerate(chunk):
+                rows[i, t] = jax.tree.map(lambda a: a[j], out)
+    return [jax.tree.map(lambda *r: np.stack(r), *[rows[i, t] for t in range(n_trials)])
+            for i in range(len(points))]
 
 
 _NOISY_MODELS: dict = {}
@@ -429,7 +443,7 @@ def grid_points(method: Method) -> list[dict]:
 
 
 def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = False,
-         trials: Sequence[Trial] | None = None) -> Tuning:
+         trials: Sequence[Trial] | None = None, batch_size: int | None = None) -> Tuning:
     """Score every grid point of ``method`` on the trials ``seeds`` (mean time-averaged RMSE,
     ``inf`` if any trial diverged) and choose the lowest."""
     grid = method.tuning_grid()
@@ -437,7 +451,7 @@ def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = F
         return Tuning([], np.zeros(0), dict(method.knobs))
     points = grid_points(method)
     trials = [case.make_trial(s) for s in seeds] if trials is None else trials
-    outs = _run(case, method, trials, seeds, points, progress)
+    outs = _run(case, method, trials, seeds, points, progress, batch_size)
     scores = []
     for out in outs:
         rmse = _time_averages(case, out)[0]
@@ -494,7 +508,8 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
         if tuning is None:
             if method.tuning_grid() and tune_trials is None:
                 tune_trials = [case.make_trial(s) for s in tuning_seeds]
-            tuning = tune(case, method, tuning_seeds, trials=tune_trials)
+            tuning = tune(case, method, tuning_seeds, trials=tune_trials,
+                          batch_size=len(evaluation_seeds))
             if store:
                 store.save_tuning(tuning)
         result = store.load_result() if store else None

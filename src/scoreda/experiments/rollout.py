@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks, assimilate, metrics, observe
+from scoreda.experiments import compare
 from scoreda.filters import ensf, kalman
 from scoreda.surrogates import evaluate
 
@@ -129,11 +131,11 @@ def fill_unobserved_with_mean(filter_fn: Callable, obs: str | Callable) -> Calla
     ``y`` is replaced by ``h`` of the ensemble mean and treated as observed."""
     h = observe.operator(obs)
 
-    def filled(key, ensemble, y, obs_std, mask=None):
+    def filled(key, ensemble, y, obs_std, mask=None, **knobs):
         if mask is None:
-            return filter_fn(key, ensemble, y, obs_std)
+            return filter_fn(key, ensemble, y, obs_std, **knobs)
         y = jnp.where(mask, y, h(ensemble.mean(axis=0)))
-        return filter_fn(key, ensemble, y, obs_std, mask=None)
+        return filter_fn(key, ensemble, y, obs_std, mask=None, **knobs)
 
     return filled
 
@@ -246,3 +248,37 @@ def time_average(curves: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation over trials of the time-averaged RMSE (NaN if any diverged)."""
     per_trial = np.mean(curves, axis=-1)
     return float(np.mean(per_trial)), float(np.std(per_trial))
+
+
+def fill_device(filter_fn: Callable, obs: str | Callable) -> Callable:
+    """:func:`fill_unobserved_with_mean` as a comparison method's ``wrap`` (the authors' EnKF
+    under partial observation; a no-op under full observation)."""
+    return fill_unobserved_with_mean(filter_fn, obs)
+
+
+def case(system: System, model_fn: Callable, model_args: tuple, config: DAConfig, *,
+         name: str, model_key: str, burn_in: int = 0,
+         climate_std: float | None = None) -> compare.Case:
+    """One surrogate (or the true model) and one observation network as a comparison case.
+
+    Trial ``seed`` is the test trajectory of :func:`make_truth` (its arctan observations in
+    the 15-on / 5-off cycle); the cycle starts at step ``W - 1`` with history windows
+    ``truth[:W] + init_std * noise``, exactly as :func:`run_filter`. ``model_key`` must
+    identify the forecast model (e.g. the surrogate's cache entry) for the result cache;
+    ``burn_in`` steps of the DA window are left out of the averages.
+    """
+    w = system.window
+
+    def make_trial(seed: int) -> compare.Trial:
+        truth = make_truth(system, config, int(seed))
+        obs = jax.tree.map(lambda a: a[w - 1:] if jnp.ndim(a) else a, truth.observations)
+        noise = jax.random.normal(jax.random.key(20_000 + int(seed)),
+                                  (config.n_members, w, system.d), truth.states.dtype)
+        return compare.Trial(truth.states[w - 1:], obs, truth.states[:w], noise)
+
+    described = {k: v for k, v in dataclasses.asdict(config).items()
+                 if k in ("observation", "n_observed", "obs_std", "n_members", "n_steps")}
+    key = f"rollout {system.name} {model_key} " + json.dumps(described, sort_keys=True)
+    return compare.Case(name, make_trial, model_fn, "arctan", model_args=tuple(model_args),
+                        burn_in=burn_in, init_std=config.init_std, climate_std=climate_std,
+                        cache_key=key)

@@ -42,9 +42,10 @@ def test_bad_parameters_are_refused_before_anything_runs(tmp_path, args, message
 def test_values_are_parsed_and_checked_against_the_defaults():
     params = cli.parameters(cli.find_notebook("04"))
     assert cli.check_value(params["lr_faithful"], 1) == 1.0  # an int is a fine float
-    assert cli.check_value(params["ensf_integrator"], "euler") == "euler"
-    with pytest.raises(ValueError, match="'exponential', 'euler'"):
-        cli.check_value(params["ensf_integrator"], "rk4")
+    assert cli.check_value(params["scale"], "paper") == "paper"
+    with pytest.raises(ValueError, match="'book', 'paper'"):
+        cli.check_value(params["scale"], "gpu")
+    assert cli.check_value(params["inflation_grid"], [1.0, 1.2]) == [1.0, 1.2]
     assert cli.check_value(params["seed"], 0) == 0
     assert cli.parse_value("[1.1, 2]") == [1.1, 2] and cli.parse_value("paper") == "paper"
     with pytest.raises(SystemExit, match="no single notebook"):

@@ -428,6 +428,22 @@ def cycle_batch(
                        np.asarray(carry[1]))
 
 
+@functools.lru_cache(maxsize=32)
+def with_model_error(model: Callable) -> Callable:
+    """``model`` followed by additive Gaussian model error: the returned forecast model takes
+    the error's standard deviation as its last extra argument,
+    ``noisy(member, key, *model_args, std)`` (``std = 0`` adds nothing). Cached, so one model
+    gives one wrapped function (and one compilation of the cycle)."""
+
+    def noisy(member, key, *args):
+        *model_args, std = args
+        k_model, k_noise = jax.random.split(key)
+        nxt = model(member, k_model, *model_args)
+        return nxt + jnp.asarray(std, nxt.dtype) * jax.random.normal(k_noise, nxt.shape, nxt.dtype)
+
+    return noisy
+
+
 def deterministic(step_fn: Callable) -> Callable:
     """Turn a deterministic map ``state -> next_state`` into a forecast model ``(state, key) -> next``."""
 

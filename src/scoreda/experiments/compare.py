@@ -396,7 +396,7 @@ def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[in
             init_std = values["init_std"].reshape((-1,) + (1,) * (batch.noise.ndim - 1))
             ensemble0 = batch.center[:, None] + init_std * batch.noise
             out = assimilate.cycle_batch(
-                trial_keys[take], _with_model_error(case.model), filter_fn, batch.truth,
+                trial_keys[take], assimilate.with_model_error(case.model), filter_fn, batch.truth,
                 batch.observations, ensemble0, model_args=tuple(case.model_args),
                 trial_model_args=(values["model_error"],),
                 filter_kwargs={k: values[k] for k in filter_names},
@@ -405,22 +405,6 @@ def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[in
                 rows[i, t] = jax.tree.map(lambda a: a[j], out)
     return [jax.tree.map(lambda *r: np.stack(r), *[rows[i, t] for t in range(n_trials)])
             for i in range(len(points))]
-
-
-_NOISY_MODELS: dict = {}
-
-
-def _with_model_error(model: Callable) -> Callable:
-    """``model`` plus additive N(0, std^2) noise, std its last model argument (cached)."""
-    if model not in _NOISY_MODELS:
-        def noisy(member, key, *args):
-            *model_args, std = args
-            k_model, k_noise = jax.random.split(key)
-            nxt = model(member, k_model, *model_args)
-            return nxt + std.astype(nxt.dtype) * jax.random.normal(k_noise, nxt.shape, nxt.dtype)
-
-        _NOISY_MODELS[model] = noisy
-    return _NOISY_MODELS[model]
 
 
 def _time_averages(case: Case, out: assimilate.BatchResult):

@@ -111,19 +111,8 @@ def make_truth(system: System, config: DAConfig, seed: int) -> Truth:
                                          schedule=schedule))
 
 
-@functools.lru_cache(maxsize=16)
-def with_model_error(model: Callable) -> Callable:
-    """``model`` followed by additive Gaussian model error: the returned forecast model takes
-    the error's standard deviation as its last extra argument,
-    ``noisy(member, key, *model_args, std)`` (``std = 0`` adds nothing)."""
-
-    def noisy(member, key, *args):
-        *model_args, std = args
-        k_model, k_noise = jax.random.split(key)
-        nxt = model(member, k_model, *model_args)
-        return nxt + std * jax.random.normal(k_noise, nxt.shape, nxt.dtype)
-
-    return noisy
+#: kept here for the notebooks and :mod:`scoreda.hybrid`; defined in :mod:`scoreda.assimilate`
+with_model_error = assimilate.with_model_error
 
 
 def fill_unobserved_with_mean(filter_fn: Callable, obs: str | Callable) -> Callable:

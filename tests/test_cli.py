@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from scoreda import cli
+from test_notebooks import SMALL  # tests/ is on sys.path (pytest's rootdir-less import)
 
-SMALL_06 = dict(n_steps=200, n_iterations=1, n_members=10, ensf_steps=10, epochs_initial=1,
-                epochs_retrain=1, n_starts=10)
+SMALL_06 = SMALL["06_hybrid_training.ipynb"] | {"n_iterations": 0}  # the notebook test's sizes, no retraining
 
 
 def test_list_shows_every_notebook_with_its_parameters():

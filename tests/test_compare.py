@@ -108,6 +108,18 @@ def test_compare_tunes_on_hidden_trials_and_reports_every_trial(tmp_path, monkey
     np.testing.assert_array_equal(again.tunings["ETKF"].scores, tuning.scores)
 
 
+def test_trajectory_is_the_trial_row_of_evaluate():
+    # one trial cycled alone (analysis means kept for pictures) is the batched run's row
+    case = twin.case(SMALL)
+    for method, knobs in [(compare.Method("LETKF", "LETKF"), {"inflation": 1.05, "radius": 3.0}),
+                          (compare.Method("EnSF", "EnSF"), {"eps_b": 0.05, "model_error": 0.1})]:
+        batched = compare.evaluate(case, method, knobs, [7, 8])
+        one = compare.trajectory(case, method, knobs, 8)
+        late = one.analysis_rmse[case.burn_in:]
+        assert np.mean(late) == pytest.approx(batched.rmse[1], rel=1e-4)
+        assert one.analysis_mean.shape == (SMALL.n_cycles, SMALL.d)
+
+
 def test_registry_lists_every_filter_with_knobs_and_grids():
     assert {"EnKF", "ETKF", "LETKF", "EnSF", "EnSF mixture"} <= set(FILTERS)
     key = jax.random.key(0)

@@ -109,8 +109,6 @@ def test_valid_time_of_the_true_model_is_the_horizon_and_of_persistence_short():
 def test_bad_settings_and_filters_are_refused():
     with pytest.raises(ValueError, match="n_observed"):
         hybrid.Setting("x", d=10, dt=0.05, obs="identity", obs_std=1.0, n_observed=11)
-    with pytest.raises(ValueError, match="linear"):
-        hybrid.make_filter("ETKF", "arctan", 1.0, 10, 0.5, 0.025)
     with pytest.raises(ValueError, match="filter must be one of"):
         hybrid.make_filter("PF", "identity", 1.0, 10, 0.5, 0.025)
     with pytest.raises(ValueError, match="surrogate's d"):

@@ -64,6 +64,30 @@ def test_letkf_with_a_tiny_radius_uses_only_the_local_observation(gaussian_case)
         assert a[:, i].var(ddof=1) == pytest.approx(cov_i[0, 0], rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("geometry", ["ring", "irregular"])
+def test_letkf_local_neighbourhoods_give_the_fully_tapered_analysis(geometry, x64):
+    # A concrete radius lets each component's problem hold only the observations inside the
+    # taper's support; the others carry zero weight, so the analysis is the same as with
+    # every observation tapered (the path taken when the radius is traced).
+    d, n = 30, 12
+    key = jax.random.key(3)
+    ens = 2.0 + jax.random.normal(key, (n, d), jnp.float64)
+    y = jnp.arctan(jax.random.normal(jax.random.key(4), (d,), jnp.float64))
+    mask = jax.random.uniform(jax.random.key(5), (d,)) < 0.6
+    if geometry == "ring":
+        distances = None
+    else:  # points at random positions on a line: rows have different neighbour counts
+        x = np.sort(np.random.default_rng(0).uniform(0, 40, d))
+        distances = np.abs(x[:, None] - x[None, :])
+    neighbours, near = kalman.local_neighbourhoods(
+        kalman.periodic_distances(d) if distances is None else distances, 2 * kalman.GC_RADIUS_SCALE * 2.0)
+    assert neighbours.shape[1] < d  # the local problems really are smaller
+    local = kalman.letkf(None, ens, y, 0.1, obs="arctan", mask=mask, radius=2.0, distances=distances)
+    traced = jax.jit(lambda r: kalman.letkf(None, ens, y, 0.1, obs="arctan", mask=mask, radius=r,
+                                            distances=distances))(2.0)
+    np.testing.assert_allclose(local, traced, rtol=1e-10, atol=1e-10)
+
+
 def test_enkf_mean_is_exact_and_covariance_right_in_expectation(gaussian_case):
     # Centred perturbations: the analysis mean is exactly the Kalman mean (linear h).
     # The analysis covariance equals (I - KH)P in expectation: averaged over 4000 draws the

@@ -48,7 +48,7 @@ def finite(name: str, x) -> None:
     """Raise ``ValueError`` if the concrete array ``x`` holds NaN or infinity."""
     if not is_concrete(x):
         return
-    if not bool(jnp.all(jnp.isfinite(jnp.asarray(x)))):
+    if not np.all(np.isfinite(np.asarray(x))):  # numpy: jnp inside a jit trace would be traced
         raise ValueError(f"{name} must be finite everywhere; it contains NaN or infinity")
 
 
@@ -73,9 +73,10 @@ def state_dim(name: str, x, minimum: int) -> int:
 def masked_observation(y, mask, dtype):
     """``y`` as ``dtype`` with every unobserved entry (``mask`` False) set to 0, so that a NaN
     or infinity there cannot reach the analysis; a non-finite *observed* entry is refused."""
-    y = jnp.asarray(y, dtype)
-    mask = jnp.asarray(mask, bool)
-    if is_concrete(y) and is_concrete(mask) and not bool(jnp.all(jnp.isfinite(y) | ~mask)):
+    if is_concrete(y) and is_concrete(mask) and not np.all(
+            np.isfinite(np.asarray(y, np.float64)) | ~np.asarray(mask, bool)):
         raise ValueError("y must be finite at every observed component (mask True); "
                          "it contains NaN or infinity there")
+    y = jnp.asarray(y, dtype)
+    mask = jnp.asarray(mask, bool)
     return jnp.where(mask, y, jnp.zeros((), dtype))

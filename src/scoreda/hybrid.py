@@ -8,7 +8,7 @@ each step a new random subset of the components is observed. The loop:
 0. **Start.** Invert :math:`h` where observed and interpolate each component linearly in
    time between its observations; train surrogate :math:`M_0` on that field (the
    *raw-observation* surrogate).
-1. **Assimilate.** Cycle a filter (EnSF, stochastic EnKF, or ETKF for linear :math:`h`) over
+1. **Assimilate.** Cycle a filter (EnSF, stochastic EnKF, ETKF or LETKF) over
    the observations with :math:`M_k` as the forecast model; keep the analysis mean
    :math:`\bar x^a_n` and per-component variance :math:`v^a_{n,i}` at every step.
 2. **Retrain.** Warm-start from :math:`M_k` and fit the analysis trajectory, each target
@@ -44,13 +44,13 @@ import numpy as np
 from tqdm import tqdm
 
 from scoreda import _checks, assimilate, metrics, observe
-from scoreda.experiments import rollout
+from scoreda.experiments import compare
 from scoreda.filters import ensf, kalman
 from scoreda.surrogates import conv, evaluate, train
 from scoreda.surrogates import data as data_lib
 from scoreda.systems import lorenz96 as l96
 
-FILTERS = ("EnSF", "EnKF", "ETKF")
+FILTERS = ("EnSF", "EnKF", "ETKF", "LETKF")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ class LoopConfig:
     ``n_steps`` observed steps form the training window, cut into ``n_segments`` pieces (one
     is held out for validation). Every forecast adds N(0, ``model_error_std``^2) noise per
     component (the surrogate's error, for all filters); ``inflation`` is the Kalman filters'
-    multiplicative inflation; EnSF runs the exponential integrator from the marginal start
+    multiplicative inflation and ``radius`` the LETKF's localisation radius; EnSF runs the exponential integrator from the marginal start
     with ``ensf_steps`` steps. ``variance_floor`` is :math:`v_\mathrm{floor}` of the weights.
     """
 
@@ -101,6 +101,7 @@ class LoopConfig:
     init_std: float = 1.0
     model_error_std: float = 0.3
     inflation: float = 1.2
+    radius: float = 4.0
     ensf_steps: int = 50
     eps_a: float = 0.5
     eps_b: float = 0.025
@@ -122,6 +123,7 @@ class LoopConfig:
         _checks.positive("init_std", self.init_std)
         _checks.non_negative("model_error_std", self.model_error_std)
         _checks.positive("inflation", self.inflation)
+        _checks.positive("radius", self.radius)
         _checks.integer("ensf_steps", self.ensf_steps, 1)
         _checks.positive("variance_floor", self.variance_floor)
 
@@ -276,7 +278,7 @@ def scores(model, setting: Setting, **kwargs) -> dict:
 # ------------------------------------------------------------------------------ the loop
 @functools.lru_cache(maxsize=16)
 def make_filter(name: str, obs: str, inflation: float, ensf_steps: int, eps_a: float,
-                eps_b: float):
+                eps_b: float, radius: float = 4.0):
     """The analysis step of the loop's filter (cached: one compilation per configuration)."""
     if name == "EnSF":
         return partial(ensf.analysis, obs=obs, n_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b,
@@ -284,9 +286,9 @@ def make_filter(name: str, obs: str, inflation: float, ensf_steps: int, eps_a: f
     if name == "EnKF":
         return partial(kalman.enkf, obs=obs, inflation=inflation)
     if name == "ETKF":
-        if obs != "identity":
-            raise ValueError("the ETKF needs a linear observation (obs='identity')")
         return partial(kalman.etkf, obs=obs, inflation=inflation)
+    if name == "LETKF":
+        return partial(kalman.letkf, obs=obs, inflation=inflation, radius=radius)
     raise ValueError(f"filter must be one of {FILTERS}, got {name!r}")
 
 
@@ -296,13 +298,13 @@ def assimilate_with(model, setting: Setting, config: LoopConfig, filter_name: st
     The initial members are the raw-observation field's first window plus N(0, init_std^2)."""
     window = config.surrogate.window
     filt = make_filter(filter_name, setting.obs, config.inflation, config.ensf_steps,
-                       config.eps_a, config.eps_b)
+                       config.eps_a, config.eps_b, config.radius)
     k_init, k_cycle = jax.random.split(jax.random.key(70_000 + config.seed))
     first = jnp.asarray(experiment.filled[:window])
     ens0 = first + config.init_std * jax.random.normal(k_init, (config.n_members,) + first.shape)
     obs = jax.tree.map(lambda a: a[window - 1:] if jnp.ndim(a) else a, experiment.observations)
     fn, model_args = train.forecast_model(model)
-    return assimilate.cycle(k_cycle, rollout.with_model_error(fn), filt,
+    return assimilate.cycle(k_cycle, assimilate.with_model_error(fn), filt,
                             experiment.truth[window - 1:], obs, ens0,
                             model_args=model_args + (jnp.float32(config.model_error_std),),
                             on_divergence="report", progress=progress)
@@ -343,7 +345,7 @@ def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: boo
     if config.surrogate.d != setting.d:
         raise ValueError(f"the surrogate's d ({config.surrogate.d}) differs from the setting's d ({setting.d})")
     make_filter(filter_name, setting.obs, config.inflation, config.ensf_steps, config.eps_a,
-                config.eps_b)  # refuse a bad filter before any work
+                config.eps_b, config.radius)  # refuse a bad filter before any work
     key, described = loop_key(setting, config, filter_name)
     path = (train.cache_dir() / "hybrid" / key).absolute()
     train.claim_entry(path, described, "loop entry")
@@ -384,3 +386,33 @@ def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: boo
             surrogates.append(model)
     bar.close()
     return LoopResult(records, np.stack(curves), surrogates, path)
+
+
+# ------------------------------------------------------------------ the comparison harness
+def case(setting: Setting, config: LoopConfig, model, *, name: str, model_key: str,
+         n_steps: int = 500, burn_in: int = 100) -> compare.Case:
+    """Cycling ``model`` (e.g. the raw-observation surrogate :math:`M_0`) through the
+    setting's observations, as a comparison case (:mod:`scoreda.experiments.compare`).
+
+    Trial ``seed`` is a trajectory of ``n_steps`` steps on the attractor made by
+    :func:`make_experiment` with that seed (the loop itself trains on ``config.seed``'s, so
+    use other seeds), cycled exactly as in :func:`assimilate_with`: the members start from
+    the raw-observation field's first window plus ``config.init_std`` times standard-normal
+    draws. ``model_key`` identifies the model for the result cache (e.g. its cache entry).
+    """
+    window = config.surrogate.window
+    fn, model_args = train.forecast_model(model)
+
+    def make_trial(seed: int) -> compare.Trial:
+        experiment = make_experiment(setting, n_steps, int(seed))
+        obs = jax.tree.map(lambda a: a[window - 1:] if jnp.ndim(a) else a, experiment.observations)
+        first = jnp.asarray(experiment.filled[:window])
+        noise = jax.random.normal(jax.random.key(70_000 + int(seed)),
+                                  (config.n_members,) + first.shape, first.dtype)
+        return compare.Trial(experiment.truth[window - 1:], obs, first, noise)
+
+    key = json.dumps({"hybrid": dataclasses.asdict(setting), "model": model_key,
+                      "n_steps": n_steps, "n_members": config.n_members}, sort_keys=True)
+    return compare.Case(name, make_trial, fn, setting.obs, model_args=tuple(model_args),
+                        burn_in=burn_in, init_std=config.init_std,
+                        climate_std=system_scales(setting)[1], cache_key=key)

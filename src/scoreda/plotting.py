@@ -71,14 +71,19 @@ def color_of(name: str) -> str | None:
     return None
 
 
+def line_style(name: str) -> str:
+    """Dashed for variants of a method (mixture prior, a paper's or its authors' setting),
+    solid otherwise, so that a variant and its method share a colour but not a line."""
+    return "--" if any(w in name for w in ("mixture", "paper", "authors")) else "-"
+
+
 def rmse_curves(ax, t, curves: dict, *, bands: dict | None = None, logy: bool = True,
                 ylabel: str = "RMSE"):
     """RMSE against time for several methods: ``curves[name]`` has shape ``(len(t),)``;
     ``bands[name] = (low, high)`` draws a shaded band (e.g. the spread over trials)."""
     for name, values in curves.items():
         color = color_of(name)
-        ax.plot(t, values, lw=1.2, label=name, color=color,
-                ls="--" if "mixture" in name else "-")
+        ax.plot(t, values, lw=1.2, label=name, color=color, ls=line_style(name))
         if bands and name in bands:
             low, high = bands[name]
             ax.fill_between(t, low, high, alpha=0.2, color=color, lw=0)
@@ -102,7 +107,7 @@ def rank_histograms(ax, results: dict, *, labels=None):
         rel = counts / counts.mean()
         ranks = np.linspace(0.0, 1.0, counts.shape[0])
         ax.step(ranks, rel, where="mid", lw=1.3, label=label, color=color_of(label),
-                ls="--" if "mixture" in label or "paper" in label or "authors" in label else "-")
+                ls=line_style(label))
     ax.axhline(1.0, color="k", lw=0.8, ls=":")
     ax.set_yscale("log")
     ax.set_xlabel("rank of the truth among the members (0 to N, scaled to 0-1)")

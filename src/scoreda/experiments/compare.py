@@ -254,6 +254,24 @@ class Comparison:
         ok = {k: np.mean(r.rmse) for k, r in self.results.items() if r.n_diverged == 0}
         return min(ok, key=ok.get) if ok else ""
 
+    def best_of(self, labels: Sequence[str]) -> str:
+        """Of ``labels``, the one with the lowest mean RMSE over its non-diverged trials
+        (e.g. the better of the tuned Kalman filters, the reference of a verdict)."""
+        means = {k: np.nanmean(self.results[k].rmse) if np.isfinite(self.results[k].rmse).any()
+                 else np.inf for k in labels}
+        return min(means, key=means.get)
+
+    def outcome(self, label: str, reference: str | None = None) -> str:
+        """The verdict in one word, from the paired interval: ``"better"`` or ``"worse"``
+        (interval excludes 0; ``label`` against ``reference``), ``"no significant
+        difference"``, or ``"not comparable"`` (fewer than 2 trials where both ran)."""
+        diff = self.difference(label, reference)
+        if diff.n < 2:
+            return "not comparable"
+        if not diff.significant:
+            return "no significant difference"
+        return "better" if diff.mean < 0 else "worse"
+
     def verdict(self, label: str, reference: str | None = None, digits: int = 3) -> str:
         """A sentence computed from the numbers: the paired difference with its interval and
         what it means, e.g. ``"EnSF minus LETKF: -0.120 [-0.180, -0.060] (EnSF better)"``."""
@@ -304,11 +322,20 @@ class Comparison:
             if knobs:
                 grid = self.methods[label].tuning_grid()
                 edge = lambda k, v: len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))
-                row.append(", ".join(f"{k} {_short(v)}" + (" †" if edge(k, v) else "")
-                                     for k, v in r.knobs.items() if k in grid) or "fixed")
+                tuning = self.tunings[label]
+                failed = bool(tuning.points) and not np.isfinite(tuning.scores).any()
+                row.append((", ".join(f"{k} {_short(v)}" + (" †" if edge(k, v) else "")
+                                      for k, v in r.knobs.items() if k in grid) or "fixed")
+                           + (" ‡" if failed else ""))
             lines.append("| " + " | ".join(row) + " |")
+        notes = []
         if knobs and any("†" in line for line in lines[2:]):
-            lines.append("\n† at the edge of its tuning grid.")
+            notes.append("† at the edge of its tuning grid.")
+        if knobs and any("‡" in line for line in lines[2:]):
+            notes.append("‡ every point of its grid diverged on the tuning trials; the one that "
+                         "survived longest is shown.")
+        if notes:
+            lines.append("\n" + " ".join(notes))
         return "\n".join(lines)
 
     def tuning_table(self, label: str, digits: int = 3) -> str:
@@ -320,7 +347,7 @@ class Comparison:
         lines = ["| " + " | ".join(names) + " | tuning RMSE |", "|" + "---|" * (len(names) + 1)]
         for point, score in zip(tuning.points, tuning.scores):
             s = "diverged" if not np.isfinite(score) else f"{score:.{digits}f}"
-            mark = " ◀" if point == tuning.chosen else ""
+            mark = " ◀" if all(tuning.chosen.get(k) == v for k, v in point.items()) else ""
             lines.append("| " + " | ".join(_short(point[k]) for k in names) + f" | {s}{mark} |")
         return "\n".join(lines)
 
@@ -356,6 +383,38 @@ def _bound_filter(method: Method, obs, static: dict) -> Callable:
     return _BOUND_FILTERS[key]
 
 
+def _all_knobs(case: Case, method: Method, point: Mapping) -> tuple[dict, dict]:
+    """Every knob of a run (registry defaults, cycle knobs, then ``point``) and the static ones
+    among them (those that select code: strings, integers and the filter's ``static``)."""
+    spec = registry.get(method.filter)
+    knobs = dict(spec.knobs) | {"model_error": 0.0, "init_std": case.init_std} | dict(point)
+    knobs.update({k: float(knobs[k]) for k in registry.CYCLE_KNOBS})
+    static = {k: (float(v) if k in spec.static else v) for k, v in knobs.items()
+              if _is_static(v) or k in spec.static}
+    return knobs, static
+
+
+def trajectory(case: Case, method: Method, knobs: Mapping, seed: int, *,
+               progress: bool = False) -> assimilate.CycleResult:
+    """One trial of ``case`` cycled by ``method`` with ``knobs`` (e.g. the tuned ones of a
+    :class:`MethodResult`), keeping the analysis means and variances for pictures.
+
+    The same truth, observations, initial draws and cycle key as the batched runs of
+    :func:`evaluate`, so its RMSE curve is that trial's row there (to rounding).
+    """
+    trial = case.make_trial(int(seed))
+    knobs, static = _all_knobs(case, method, knobs)
+    filter_fn = _bound_filter(method, case.obs, static)
+    dynamic = {k: jnp.float32(v) for k, v in knobs.items()
+               if k not in static and k not in registry.CYCLE_KNOBS}
+    return assimilate.cycle(
+        jax.random.fold_in(jax.random.key(int(seed)), 7), assimilate.with_model_error(case.model),
+        filter_fn, trial.truth, trial.observations, trial.center[None] + knobs["init_std"] * trial.noise,
+        model_args=tuple(case.model_args) + (jnp.float32(knobs["model_error"]),),
+        filter_kwargs=dynamic, divergence_bound=case.divergence_bound, on_divergence="report",
+        progress=progress)
+
+
 def _is_static(value) -> bool:
     return isinstance(value, (str, bool, int, np.integer)) and not isinstance(value, float)
 
@@ -370,14 +429,11 @@ def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[in
     ``batch_size`` runs (default: the number of trials; the last batch is padded with
     repeats), so tuning and evaluation reuse one compilation and memory stays bounded.
     """
-    spec = registry.get(method.filter)
     n_trials = len(trials)
     batch_size = n_trials if batch_size is None else batch_size
     groups: dict = {}
     for i, point in enumerate(points):
-        knobs = dict(spec.knobs) | {"model_error": 0.0, "init_std": case.init_std} | point
-        knobs.update({k: float(knobs[k]) for k in registry.CYCLE_KNOBS})
-        static = {k: v for k, v in knobs.items() if _is_static(v)}
+        knobs, static = _all_knobs(case, method, point)
         groups.setdefault(tuple(sorted(static.items())), []).append((i, knobs))
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *trials)
     trial_keys = jnp.stack([jax.random.fold_in(jax.random.key(int(seed)), 7) for seed in seeds])
@@ -429,19 +485,24 @@ def grid_points(method: Method) -> list[dict]:
 def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = False,
          trials: Sequence[Trial] | None = None, batch_size: int | None = None) -> Tuning:
     """Score every grid point of ``method`` on the trials ``seeds`` (mean time-averaged RMSE,
-    ``inf`` if any trial diverged) and choose the lowest."""
+    ``inf`` if any trial diverged) and choose the lowest; if every point diverged, choose the
+    one whose divergences came latest on average (marked ‡ in :meth:`Comparison.table`)."""
     grid = method.tuning_grid()
     if not grid:
         return Tuning([], np.zeros(0), dict(method.knobs))
     points = grid_points(method)
     trials = [case.make_trial(s) for s in seeds] if trials is None else trials
     outs = _run(case, method, trials, seeds, points, progress, batch_size)
-    scores = []
+    scores, survival = [], []
     for out in outs:
         rmse = _time_averages(case, out)[0]
         scores.append(float(np.mean(rmse)) if np.all(np.isfinite(rmse)) else float("inf"))
+        steps = np.where(out.diverged_step >= 0, out.diverged_step, out.analysis_rmse.shape[1])
+        survival.append(float(np.mean(steps)))
     scores = np.asarray(scores)
-    chosen = points[int(np.argmin(scores))] if np.isfinite(scores).any() else dict(method.knobs)
+    # every point diverged: keep the one that survived longest (the table marks it ‡)
+    best = int(np.argmin(scores)) if np.isfinite(scores).any() else int(np.argmax(survival))
+    chosen = points[best]
     # keep only the tuned names in the points (the fixed knobs are the method's)
     tuned = list(grid)
     return Tuning([{k: p[k] for k in tuned} for p in points], scores, chosen)

@@ -16,9 +16,7 @@ from functools import partial
 
 from scoreda.experiments import rollout
 from scoreda.experiments.rollout import (  # noqa: F401  (re-exported for the notebooks)
-    CaseResult,
     DAConfig,
-    time_average,
 )
 from scoreda.surrogates import data as data_lib
 from scoreda.surrogates import deeponet, train
@@ -67,8 +65,6 @@ class SurrogateSpec:
 
 
 make_truth = partial(rollout.make_truth, SYSTEM)
-run_case = partial(rollout.run_case, SYSTEM)
-run_filter = partial(rollout.run_filter, SYSTEM)
 
 
 def true_model():

@@ -14,15 +14,7 @@ import dataclasses
 from functools import partial
 
 from scoreda.experiments import rollout
-from scoreda.experiments.rollout import (  # noqa: F401  (re-exported for the notebooks)
-    CaseResult,
-    DAConfig,
-    Truth,
-    fill_unobserved_with_mean,
-    filters_for,
-    time_average,
-    with_model_error,
-)
+from scoreda.experiments.rollout import DAConfig  # noqa: F401  (re-exported for the notebooks)
 
 from scoreda.surrogates import data as data_lib
 from scoreda.surrogates import lstm, train
@@ -65,14 +57,9 @@ class SurrogateSpec:
 
 
 make_truth = partial(rollout.make_truth, SYSTEM)
-run_case = partial(rollout.run_case, SYSTEM)
-run_filter = partial(rollout.run_filter, SYSTEM)
 
 
 def true_model():
     """The exact RK4 map as ``(forecast model, model_args, batched predictor)``."""
     return rollout.true_model(SYSTEM)
 
-
-def initial_histories(key, truth_states, n_members, std):
-    return rollout.initial_histories(key, truth_states, n_members, std, WINDOW)

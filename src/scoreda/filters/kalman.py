@@ -33,6 +33,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scoreda import _checks
 from scoreda.observe import operator as _operator
@@ -55,11 +56,11 @@ def gaspari_cohn(r: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.where(r <= 1.0, inner, jnp.where(r < 2.0, outer, 0.0)), 0.0)
 
 
-def periodic_distances(d: int) -> jax.Array:
+def periodic_distances(d: int) -> np.ndarray:
     """Index distances on a ring of ``d`` points, ``min(|i - l|, d - |i - l|)``, shape ``(d, d)``."""
-    i = jnp.arange(d)
-    diff = jnp.abs(i[:, None] - i[None, :])
-    return jnp.minimum(diff, d - diff).astype(jnp.float32)
+    i = np.arange(d)
+    diff = np.abs(i[:, None] - i[None, :])
+    return np.minimum(diff, d - diff).astype(np.float32)
 
 
 def _prepare(ensemble, y, obs_std, obs, mask):
@@ -140,16 +141,34 @@ def _enkf(key, ensemble, y, obs_std, precision, inflation, *, h):
 
 
 @partial(jax.jit, static_argnames=("h",))
-def _letkf(ensemble, y, precision, inflation, taper, *, h):
+def _letkf(ensemble, y, precision, inflation, neighbours, taper, *, h):
+    """``neighbours (d, L)``: the observations component ``i`` may see; ``taper (d, L)`` their
+    Gaspari-Cohn weights (0 for padding). ``L = d`` with ``neighbours[i] = arange(d)`` is the
+    plain R-localised ETKF; a smaller ``L`` solves the same local problems on ``N x L``
+    instead of ``N x d`` matrices (the observations left out have zero weight anyway)."""
     mean, anom, _, obs_anom, hmean = _anomalies(ensemble, h)
     innovation = y - hmean
 
     def local(i):
-        w_mean, w_sqrt = _transform(obs_anom, precision * taper[i], innovation)
+        near = neighbours[i]
+        w_mean, w_sqrt = _transform(obs_anom[:, near], precision[near] * taper[i], innovation[near])
         return mean[i] + (w_mean[None, :] + w_sqrt.T) @ anom[:, i]
 
     analysis = jax.vmap(local, out_axes=1)(jnp.arange(ensemble.shape[1]))
     return _inflate(analysis, inflation)
+
+
+def local_neighbourhoods(distances: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each state component the observations closer than ``cutoff``: indices ``(d, L)``
+    and their distances ``(d, L)``, ``L`` the largest count over the components; shorter
+    rows are padded with ``-1`` distances (to be given zero weight)."""
+    distances = np.asarray(distances, np.float64)
+    within = distances < cutoff
+    n_local = max(int(within.sum(axis=1).max()), 1)
+    order = np.argsort(np.where(within, distances, np.inf), axis=1, kind="stable")[:, :n_local]
+    near = np.take_along_axis(distances, order, axis=1)
+    near = np.where(np.take_along_axis(within, order, axis=1), near, -1.0)
+    return order.astype(np.int32), near
 
 
 def etkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
@@ -182,14 +201,33 @@ def letkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=N
       distances: ``(d, d)`` distances between state component ``i`` and the observation of
         component ``l``; default: index distance on a periodic ring (Lorenz-96, KdV).
     Other arguments and shapes as :func:`etkf`.
+
+    Cost: when ``radius`` and ``distances`` are concrete (not traced), component ``i``'s
+    problem holds only the ``L`` observations within the taper's support, an ``N x L`` SVD
+    instead of ``N x d`` (the same analysis: the others have zero weight); a traced radius
+    (a knob tuned inside one compiled cycle) uses all ``d``.
     """
     del key
     ensemble, y, h, precision = _prepare(ensemble, y, obs_std, obs, mask)
     _check_inflation(inflation)
     _checks.positive("radius", radius)
     d = ensemble.shape[1]
-    distances = periodic_distances(d) if distances is None else jnp.asarray(distances)
+    if distances is None:
+        distances = periodic_distances(d)
+    elif _checks.is_concrete(distances):
+        distances = np.asarray(distances)
     if distances.shape != (d, d):
         raise ValueError(f"distances must have shape (d, d) = ({d}, {d}), got {distances.shape}")
-    taper = gaspari_cohn(distances / (GC_RADIUS_SCALE * radius)).astype(ensemble.dtype)
-    return _letkf(ensemble, y, precision, inflation, taper, h=h)
+    scale = GC_RADIUS_SCALE * radius
+    if not (_checks.is_concrete(radius) and _checks.is_concrete(distances)):
+        # the radius or the geometry is only known at run time: every observation, tapered
+        neighbours = jnp.broadcast_to(jnp.arange(d), (d, d))
+        taper = gaspari_cohn(jnp.asarray(distances, ensemble.dtype) / scale)
+    else:
+        # both known now: each component's problem holds only the observations within the
+        # taper's support 2c (exactly the same analysis, on smaller matrices)
+        neighbours, near = local_neighbourhoods(distances, 2.0 * float(scale))
+        taper = jnp.where(near >= 0, gaspari_cohn(jnp.asarray(near, ensemble.dtype) / scale), 0.0)
+    return _letkf(ensemble, y, precision, inflation, jnp.asarray(neighbours),
+                  taper.astype(ensemble.dtype), h=h)
+

@@ -10,9 +10,11 @@ iterates over ``FILTERS`` instead of listing filters by hand::
         analysis = spec.bind(obs="arctan")          # knobs at their defaults
         xa = analysis(key, xf, y, 0.01, mask=mask)
 
-Knobs that are floats (inflation, localisation radius, eps_b, kernel variance) may be traced
-arrays, so one compiled cycle serves a whole grid (:func:`scoreda.assimilate.cycle_batch`);
-strings and integers (integrator, number of pseudo-time steps) select code and are static.
+Knobs that are floats (inflation, eps_b, kernel variance) may be traced arrays, so one
+compiled cycle serves a whole grid (:func:`scoreda.assimilate.cycle_batch`); strings and
+integers (integrator, number of pseudo-time steps) select code and are static, and so is
+the LETKF's localisation radius (``FilterSpec.static``), which sets the size of its local
+problems.
 
 Two knobs belong to the cycle rather than to the analysis and are listed here because every
 filter has them: ``model_error``, the standard deviation of additive Gaussian noise put on
@@ -40,12 +42,15 @@ class FilterSpec(NamedTuple):
       knobs: the knobs' defaults (passed as keywords; ``prior`` etc. fixed per entry).
       grid: candidate values per knob for tuning; the comparison tunes over their product.
       summary: one line for tables and the book.
+      static: float knobs that are better fixed at compile time than traced (the harness
+        compiles one cycle per value): the LETKF's radius sizes its local problems.
     """
 
     analysis: Callable
     knobs: Mapping
     grid: Mapping
     summary: str
+    static: tuple = ()
 
     def bind(self, *, obs, **knobs) -> Callable:
         """The analysis with ``obs`` and the knobs (defaults overridden by ``knobs``) bound:
@@ -70,7 +75,7 @@ FILTERS: dict[str, FilterSpec] = {
     "LETKF": FilterSpec(
         kalman.letkf, {"inflation": 1.0, "radius": 4.0},
         {"inflation": _INFLATION, "radius": (1.0, 2.0, 4.0, 8.0)},
-        "local ETKF, Gaspari-Cohn R-localisation, multiplicative inflation"),
+        "local ETKF, Gaspari-Cohn R-localisation, multiplicative inflation", static=("radius",)),
     "EnSF": FilterSpec(
         partial(ensf.analysis, prior="paired"), _ENSF,
         {"eps_b": (0.005, 0.01, 0.025, 0.05, 0.1)},

@@ -11,7 +11,7 @@ import pytest
 from scoreda import cli
 from test_notebooks import SMALL  # tests/ is on sys.path (pytest's rootdir-less import)
 
-SMALL_06 = SMALL["06_hybrid_training.ipynb"] | {"n_iterations": 0}  # the notebook test's sizes, no retraining
+SMALL_06 = SMALL["06_hybrid_training.ipynb"]  # the notebook test's small sizes
 
 
 def test_list_shows_every_notebook_with_its_parameters():
@@ -28,8 +28,11 @@ def test_list_shows_every_notebook_with_its_parameters():
     (["-p", "n_iteration", "3"], "no parameter n_iteration; allowed: n_steps, n_iterations"),
     (["-p", "n_iterations", "2.5"], "n_iterations must be an integer"),
     (["-p", "n_iterations", "many"], "n_iterations must be a number"),
-    (["-p", "n_members", "-3"], "n_members must be finite and above 0"),
-    (["-p", "n_members", "0"], "n_members must be finite and above 0"),
+    (["-p", "n_members", "-3"], "n_members must be a finite number > 0, got -3"),
+    (["-p", "n_members", "0"], "n_members must be a finite number > 0, got 0"),
+    (["-p", "seed", "-1"], "seed must be a finite number >= 0, got -1"),
+    (["--name", "/abs/elsewhere"], "--name must be a plain folder name"),
+    (["--name", "../up"], "--name must be a plain folder name"),
     (["-p", "scale", "huge"], "scale must be one of ['book', 'paper']"),
     (["-p", "ensf_eps_b", "0.1"], "ensf_eps_b must be a dict"),
 ])
@@ -50,6 +53,8 @@ def test_values_are_parsed_and_checked_against_the_defaults():
     assert cli.parse_value("[1.1, 2]") == [1.1, 2] and cli.parse_value("paper") == "paper"
     with pytest.raises(SystemExit, match="no single notebook"):
         cli.find_notebook("99")
+    # a path, as tab completion gives it, names the same notebook
+    assert cli.find_notebook("notebooks/04_lorenz96_experiment.ipynb") == cli.find_notebook("04")
 
 
 def test_an_existing_run_folder_is_not_overwritten(tmp_path):
@@ -61,6 +66,30 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path):
     assert (folder / "keep.txt").read_text() == "mine"
     with pytest.raises(SystemExit, match="nothing to resume"):
         cli.main(["run", "06", "--runs", str(tmp_path), "--name", "other", "--resume"])
+
+
+def test_run_records_say_failed_resumed_and_forced_truthfully(tmp_path, monkeypatch):
+    """Without executing anything: a notebook error is recorded as "failed" with the error,
+    --resume refuses other parameters, and --force removes the old run's results.json."""
+    import papermill
+
+    path = cli.find_notebook("02")
+    folder = tmp_path / "run"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("d must be >= 4, got 3")
+
+    monkeypatch.setattr(papermill, "execute_notebook", broken)
+    with pytest.raises(RuntimeError):
+        cli.run_notebook(path, {"seed": 1}, folder, progress=False)
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "failed" and "d must be >= 4, got 3" in record["error"]
+    with pytest.raises(SystemExit, match=re.escape("['seed'] differ")):
+        cli.run_notebook(path, {"seed": 2}, folder, resume=True, progress=False)
+    (folder / "results.json").write_text("{}")  # as if an older run had completed here
+    with pytest.raises(RuntimeError):
+        cli.run_notebook(path, {"seed": 1}, folder, force=True, progress=False)
+    assert not (folder / "results.json").exists()
 
 
 def test_same_configuration_and_seed_give_identical_results_and_a_run_resumes(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 surrogate, weighted targets, warm starts, valid times, and a resumable loop."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -153,3 +154,15 @@ def test_analysis_weights_have_mean_one_and_favour_confident_entries():
     np.testing.assert_allclose(float(traj.weights.mean()), 1.0, rtol=1e-6)
     ratio = float(traj.weights[0, 0, 0] / traj.weights[0, 0, 1])
     np.testing.assert_allclose(ratio, (1.0 + 0.25) / (0.01 + 0.25), rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("eps_a", 5.0, "eps_a must lie in (0, 1]"),
+    ("eps_b", 1.0, "eps_b must lie in [0, 1)"),
+    ("inflation", 0.0, "inflation must be a finite number > 0"),
+    ("radius", -1.0, "radius must be a finite number > 0"),
+])
+def test_loop_configuration_is_checked_when_built(field, value, message):
+    # refused at construction, before any training or cache entry
+    with pytest.raises(ValueError, match=re.escape(message)):
+        hybrid.config_for(hybrid.PAPER, **{field: value})

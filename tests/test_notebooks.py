@@ -77,7 +77,7 @@ def test_notebook_runs_through_papermill_with_small_parameters(path, tmp_path, m
     unknown = set(small) - set(defaults)
     assert not unknown, f"{path.name} has no parameters {unknown}"
     if path.name in RUN_BY_THE_CLI_TEST:
-        pytest.skip("run through papermill with these parameters (no retraining) by tests/test_cli.py")
+        pytest.skip("run through papermill with these parameters by tests/test_cli.py")
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "cache"))  # the kernel inherits it
     papermill = pytest.importorskip("papermill")
     assert defaults.get("scale") == "book"

@@ -175,3 +175,13 @@ def test_training_loop_takes_a_deeponet_on_kdv_data():
                                                                val_samples=64), progress=False)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_loss"])
     assert isinstance(result.model, deeponet.DeepONetSurrogate)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_points", 101, "n_points must be an even integer"),
+    ("length", -50.0, "length must be a finite number > 0"),
+    ("dt", 0.0, "dt must be a finite number > 0"),
+])
+def test_kdv_data_configuration_is_checked_when_built(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        data.KdVData(**{field: value})

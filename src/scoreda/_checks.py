@@ -52,6 +52,14 @@ def finite(name: str, x) -> None:
         raise ValueError(f"{name} must be finite everywhere; it contains NaN or infinity")
 
 
+def ensf_noise_scales(eps_a, eps_b) -> None:
+    """EnSF's noise-schedule ends: ``eps_a`` in (0, 1], ``eps_b`` in [0, 1) (concrete values)."""
+    for name, value, lo_open in (("eps_a", eps_a, True), ("eps_b", eps_b, False)):
+        if is_concrete(value) and not ((0.0 < value <= 1.0) if lo_open else (0.0 <= value < 1.0)):
+            allowed = "(0, 1]" if lo_open else "[0, 1)"
+            raise ValueError(f"{name} must lie in {allowed}, got {value!r}")
+
+
 def observation_shapes(y, mask, d: int) -> None:
     """Raise ``ValueError`` unless ``y`` (and ``mask`` when given) have shape ``(d,)``."""
     if jnp.shape(y) != (d,):

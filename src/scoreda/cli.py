@@ -10,13 +10,16 @@ or reproduce them all at paper scale.
 
 A run executes the notebook through papermill (with a progress bar) into its own folder,
 which holds the executed notebook, ``run.json`` (the parameters, the package, JAX and Python
-versions, start and end time, status) and ``results.json`` (every number the notebook
+versions, start and end time, status: ``running``, ``completed``, ``interrupted`` by Ctrl-C
+or SIGTERM, or ``failed`` with the error) and ``results.json`` (every number the notebook
 glued into its prose, with the same configuration and versions). Parameters are checked
 against the notebook's ``parameters`` cell before anything runs: unknown names, values of
 the wrong type, negative sizes and strings outside the listed choices are refused with the
 allowed names. An existing run folder is never overwritten without ``--force``;
-``--resume`` reruns an unfinished one with its recorded parameters (trained surrogates and
-finished outer iterations come from the cache, so their work is not repeated).
+``--force`` also removes the old run's ``results.json``; ``--resume`` reruns an unfinished
+one with its recorded parameters and refuses others (trained surrogates, finished outer
+iterations and comparisons come from the cache, so their work is not repeated).
+``--name`` is a folder name inside the runs folder, never a path.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,7 +70,9 @@ def notebooks() -> list[Path]:
 
 
 def find_notebook(name: str) -> Path:
-    """A notebook by its file name, stem, or number prefix (``"06"``)."""
+    """A notebook by its file name, stem, number prefix (``"06"``) or path
+    (``notebooks/06_hybrid_training.ipynb``, what tab completion gives)."""
+    name = Path(name).name if ("/" in name or name.endswith(".ipynb")) else name
     candidates = [p for p in notebooks() if name in (p.name, p.stem) or p.stem.startswith(f"{name}_")]
     if len(candidates) != 1:
         known = ", ".join(p.stem for p in notebooks())
@@ -124,8 +131,8 @@ def check_value(param: Parameter, value: Any) -> Any:
         if isinstance(default, int) and not isinstance(value, int):
             raise ValueError(f"{param.name} must be an integer like {default!r}, got {value!r}")
         if not math.isfinite(value) or value < 0 or (default > 0 and value == 0 and param.name != "seed"):
-            lowest = "0" if default == 0 or param.name == "seed" else "above 0"
-            raise ValueError(f"{param.name} must be finite and {lowest}, got {value!r}")
+            bound = ">= 0" if default == 0 or param.name == "seed" else "> 0"
+            raise ValueError(f"{param.name} must be a finite number {bound}, got {value!r}")
         return float(value) if isinstance(default, float) else value
     if isinstance(default, str):
         choices = param.choices()
@@ -191,6 +198,11 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
         record = json.loads(record_file.read_text())
         if record["status"] == "completed":
             raise SystemExit(f"scoreda: {folder} is complete; use --force to run it again")
+        changed = {k: v for k, v in overrides.items() if record["parameters"].get(k) != v}
+        if changed:
+            raise SystemExit(f"scoreda: --resume finishes the run with its own parameters; "
+                             f"{sorted(changed)} differ from them (drop -p, or start a new run "
+                             "with --force or --name)")
         overrides = record["parameters"]
     elif folder.exists() and any(folder.iterdir()) and not force:
         raise SystemExit(f"scoreda: {folder} exists; use --force to overwrite it or --resume to "
@@ -199,17 +211,26 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
     import papermill
 
     folder.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a forced rerun must not leave the old run's results beside the new record
+        (folder / "results.json").unlink(missing_ok=True)
     output = folder / path.name
     record = {"notebook": path.name, "parameters": overrides, "versions": versions(),
               "started": _now(), "status": "running"}
     _write(record_file, record)
+    restore = _sigterm_as_interrupt()
     try:
         papermill.execute_notebook(str(path), str(output), parameters=overrides,
                                    cwd=str(path.parent), kernel_name="python3",
                                    progress_bar=progress)
-    except BaseException:
+    except KeyboardInterrupt:
         _write(record_file, record | {"status": "interrupted", "ended": _now()})
         raise
+    except BaseException as error:
+        _write(record_file, record | {"status": "failed", "ended": _now(),
+                                      "error": f"{type(error).__name__}: {str(error)[-4000:]}"})
+        raise
+    finally:
+        restore()
     record |= {"status": "completed", "ended": _now()}
     _write(record_file, record)
     executed = json.loads(output.read_text())
@@ -217,6 +238,20 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
                                      "versions": record["versions"],
                                      "values": glued_values(executed)})
     return folder
+
+
+def _sigterm_as_interrupt():
+    """While a notebook runs, SIGTERM (a job scheduler's stop) interrupts it like Ctrl-C, so
+    that run.json says "interrupted" and ``--resume`` can finish it. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _list(args) -> int:
@@ -238,6 +273,10 @@ def _run(args) -> int:
     if args.scale:
         overrides["scale"] = args.scale
     validate(path, overrides)  # refuse before touching the folder
+    if args.name is not None and (not args.name or Path(args.name).name != args.name
+                                  or args.name in (".", "..")):
+        raise SystemExit(f"scoreda: --name must be a plain folder name inside {args.runs}/, "
+                         f"got {args.name!r}")
     folder = Path(args.runs) / (args.name or path.stem)
     run_notebook(path, overrides, folder, force=args.force, resume=args.resume)
     print(f"scoreda: {path.stem} done: {folder}")

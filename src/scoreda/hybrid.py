@@ -125,6 +125,7 @@ class LoopConfig:
         _checks.positive("inflation", self.inflation)
         _checks.positive("radius", self.radius)
         _checks.integer("ensf_steps", self.ensf_steps, 1)
+        _checks.ensf_noise_scales(self.eps_a, self.eps_b)
         _checks.positive("variance_floor", self.variance_floor)
 
 

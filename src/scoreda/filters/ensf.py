@@ -148,10 +148,7 @@ def _check(ensemble, y, obs_std, obs, mask, prior, kernel_var, eps_a, eps_b, n_s
     _checks.integer("n_steps", n_steps, 1)
     if block_size is not None:
         _checks.integer("block_size", block_size, 1)
-    for name, value, lo_open in (("eps_a", eps_a, True), ("eps_b", eps_b, False)):
-        if _checks.is_concrete(value) and not ((0.0 < value <= 1.0) if lo_open else (0.0 <= value < 1.0)):
-            allowed = "(0, 1]" if lo_open else "[0, 1)"
-            raise ValueError(f"{name} must lie in {allowed}, got {value!r}")
+    _checks.ensf_noise_scales(eps_a, eps_b)
     _checks.finite("ensemble", ensemble)
 
 

@@ -113,6 +113,8 @@ class KdVData:
         _checks.integer("save_every", self.save_every, 1)
         _checks.positive("scale", self.scale)
         _checks.non_negative("target_noise_std", self.target_noise_std)
+        _checks.positive("dt", self.dt)
+        kdv.check_grid(self.length, self.n_points)  # refuse an odd grid now, not after training
 
     @property
     def d(self) -> int:

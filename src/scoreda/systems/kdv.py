@@ -56,7 +56,7 @@ MIN_POINTS = 8
 
 def grid(length: float = LENGTH, n_points: int = N_POINTS) -> jax.Array:
     """Grid points ``x_j = j L / n``, ``j = 0..n-1`` (the right end is the left one), shape ``(n,)``."""
-    _check_grid(length, n_points)
+    check_grid(length, n_points)
     return jnp.arange(n_points) * (length / n_points)
 
 
@@ -104,7 +104,7 @@ def two_soliton_initial_condition(
 
     :math:`c_i \sim U(c_{\min}, c_{\max})` (the paper: ``(0.5, 1.0)``), :math:`a_i \sim U(0, 1)`.
     """
-    _check_grid(length, n_points)
+    check_grid(length, n_points)
     lo, hi = speed_range
     if not 0 < lo <= hi:
         raise ValueError(f"speed_range must satisfy 0 < low <= high, got {speed_range}")
@@ -216,7 +216,7 @@ def solve(
     Precision follows ``u0``: float32 by default, float64 when given float64 with x64 enabled.
     """
     n_points = _checks.state_dim("u0", u0, MIN_POINTS)
-    _check_grid(length, n_points)
+    check_grid(length, n_points)
     _checks.positive("dt", dt)
     _checks.integer("n_steps", n_steps, 0)
     _checks.integer("save_every", save_every, 1)
@@ -246,7 +246,7 @@ def invariants(u: jax.Array, length: float = LENGTH) -> Invariants:
     :math:`u_x` is the spectral derivative. ``u`` has shape ``(..., n_points)``.
     """
     n_points = _checks.state_dim("u", u, MIN_POINTS)
-    _check_grid(length, n_points)
+    check_grid(length, n_points)
     dx = length / n_points
     k = jnp.asarray(wavenumbers(length, n_points))
     if n_points % 2 == 0:
@@ -259,7 +259,8 @@ def invariants(u: jax.Array, length: float = LENGTH) -> Invariants:
     )
 
 
-def _check_grid(length, n_points) -> None:
+def check_grid(length, n_points) -> None:
+    """Refuse a non-positive ``length`` or an ``n_points`` that is odd or below the minimum."""
     _checks.positive("length", length)
     n = _checks.integer("n_points", n_points, MIN_POINTS)
     if n % 2:
@@ -284,7 +285,7 @@ def soliton_peaks(u, length: float = LENGTH, n_peaks: int = 2, upsample: int = 3
     """
     u = np.asarray(u, dtype=np.float64)
     n_points = u.shape[-1]
-    _check_grid(length, n_points)
+    check_grid(length, n_points)
     _checks.integer("n_peaks", n_peaks, 1)
     _checks.integer("upsample", upsample, 1)
     m = n_points * upsample
@@ -335,7 +336,7 @@ def propagator(length: float = LENGTH, n_points: int = N_POINTS, dt: float = 0.0
     With the defaults it advances one of the paper's snapshots (0.5 time units); used as the
     exact forecast model of the KdV experiment. float32.
     """
-    _check_grid(length, n_points)
+    check_grid(length, n_points)
     _checks.positive("dt", dt)
     _checks.integer("n_steps", n_steps, 1)
     coef = ETDRK4Coefficients(

@@ -67,7 +67,8 @@ def main():
           f"{r['ten_batched_s'] / r['one_trial_s']:.1f}x", f"{r['ten_separate_s']:.2f} s",
           f"{r['ten_batched_s'] / r['ten_separate_s']:.2f}"] for r in rows])
     m = machine()
-    text = (f"Lorenz-96 twin, d = {CONFIG.d}, N = {CONFIG.n_members}, {CONFIG.n_cycles} cycles; "
+    text = ("# Comparison harness: batched trials\n\n"
+            f"Lorenz-96 twin, d = {CONFIG.d}, N = {CONFIG.n_members}, {CONFIG.n_cycles} cycles; "
             f"{m['cpu_count']} CPU cores, {m['device']}, jax {m['jax']}\n\n" + table + "\n")
     print(text)
     write_results("harness", rows, text)

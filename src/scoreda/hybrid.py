@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from scoreda import _checks, assimilate, metrics, observe
 from scoreda.experiments import compare
-from scoreda.filters import ensf, kalman
+from scoreda.filters import registry
 from scoreda.surrogates import conv, evaluate, train
 from scoreda.surrogates import data as data_lib
 from scoreda.systems import lorenz96 as l96
@@ -280,17 +280,14 @@ def scores(model, setting: Setting, **kwargs) -> dict:
 @functools.lru_cache(maxsize=16)
 def make_filter(name: str, obs: str, inflation: float, ensf_steps: int, eps_a: float,
                 eps_b: float, radius: float = 4.0):
-    """The analysis step of the loop's filter (cached: one compilation per configuration)."""
-    if name == "EnSF":
-        return partial(ensf.analysis, obs=obs, n_steps=ensf_steps, eps_a=eps_a, eps_b=eps_b,
-                       integrator="exponential", start="marginal")
-    if name == "EnKF":
-        return partial(kalman.enkf, obs=obs, inflation=inflation)
-    if name == "ETKF":
-        return partial(kalman.etkf, obs=obs, inflation=inflation)
-    if name == "LETKF":
-        return partial(kalman.letkf, obs=obs, inflation=inflation, radius=radius)
-    raise ValueError(f"filter must be one of {FILTERS}, got {name!r}")
+    """The analysis step of the loop's filter, bound from :data:`scoreda.filters.FILTERS`
+    with the loop's knobs (cached: one compilation per configuration)."""
+    knobs = {"EnSF": {"n_steps": ensf_steps, "eps_a": eps_a, "eps_b": eps_b},
+             "EnKF": {"inflation": inflation}, "ETKF": {"inflation": inflation},
+             "LETKF": {"inflation": inflation, "radius": radius}}
+    if name not in knobs:
+        raise ValueError(f"filter must be one of {FILTERS}, got {name!r}")
+    return registry.get(name).bind(obs=obs, **knobs[name])
 
 
 def assimilate_with(model, setting: Setting, config: LoopConfig, filter_name: str,

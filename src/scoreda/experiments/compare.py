@@ -394,6 +394,11 @@ def _all_knobs(case: Case, method: Method, point: Mapping) -> tuple[dict, dict]:
     return knobs, static
 
 
+def _trial_key(seed: int) -> jax.Array:
+    """The cycle key of trial ``seed``: the same for every method (common random numbers)."""
+    return jax.random.fold_in(jax.random.key(int(seed)), 7)
+
+
 def trajectory(case: Case, method: Method, knobs: Mapping, seed: int, *,
                progress: bool = False) -> assimilate.CycleResult:
     """One trial of ``case`` cycled by ``method`` with ``knobs`` (e.g. the tuned ones of a
@@ -408,7 +413,7 @@ def trajectory(case: Case, method: Method, knobs: Mapping, seed: int, *,
     dynamic = {k: jnp.float32(v) for k, v in knobs.items()
                if k not in static and k not in registry.CYCLE_KNOBS}
     return assimilate.cycle(
-        jax.random.fold_in(jax.random.key(int(seed)), 7), assimilate.with_model_error(case.model),
+        _trial_key(seed), assimilate.with_model_error(case.model),
         filter_fn, trial.truth, trial.observations, trial.center[None] + knobs["init_std"] * trial.noise,
         model_args=tuple(case.model_args) + (jnp.float32(knobs["model_error"]),),
         filter_kwargs=dynamic, divergence_bound=case.divergence_bound, on_divergence="report",
@@ -436,7 +441,7 @@ def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[in
         knobs, static = _all_knobs(case, method, point)
         groups.setdefault(tuple(sorted(static.items())), []).append((i, knobs))
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *trials)
-    trial_keys = jnp.stack([jax.random.fold_in(jax.random.key(int(seed)), 7) for seed in seeds])
+    trial_keys = jnp.stack([_trial_key(seed) for seed in seeds])
     rows: dict = {}  # (point index, trial index) -> BatchResult row
     for static_items, members in groups.items():
         filter_fn = _bound_filter(method, case.obs, dict(static_items))

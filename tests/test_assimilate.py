@@ -137,3 +137,21 @@ def test_cycle_refuses_mismatched_shapes():
         assimilate.cycle(jax.random.key(0), L96_STEP, kalman.etkf, truth[0], obs, jnp.zeros((4, 8)))
     with pytest.raises(ValueError, match="observations must have"):
         assimilate.cycle(jax.random.key(0), L96_STEP, kalman.etkf, truth[:5], obs, jnp.zeros((4, 8)))
+
+
+def test_cycle_batch_in_equal_padded_chunks_gives_the_unchunked_numbers():
+    # 23 steps in chunks of at most 7: four chunks of 6 (one padded, unobserved step), one
+    # compiled scan length; the padded step must change nothing and never count as divergence
+    cfg = TwinConfig(d=8, n_members=6, n_cycles=23, burn_in=1)
+    twins = [make_twin(dataclasses.replace(cfg, seed=s)) for s in range(2)]
+    stack = lambda *a: jnp.stack(a)
+    args = (jnp.stack([jax.random.key(s) for s in range(2)]), twins[0].model,
+            partial(ensf.analysis, n_steps=20, eps_b=0.05), jnp.stack([t.truth for t in twins]),
+            jax.tree.map(stack, *[t.observations for t in twins]),
+            jnp.stack([t.ensemble0 for t in twins]))
+    whole = assimilate.cycle_batch(*args, chunk=23)
+    chunked = assimilate.cycle_batch(*args, chunk=7)
+    assert assimilate._even_chunks(23, 7) == (6, 24)
+    np.testing.assert_array_equal(chunked.analysis_rmse, whole.analysis_rmse)
+    np.testing.assert_array_equal(chunked.rank_counts, whole.rank_counts)
+    assert chunked.analysis_rmse.shape == (2, 23) and list(chunked.diverged_step) == [-1, -1]

@@ -292,6 +292,28 @@ def _inputs(key, truth, observations, schedule, compute_dtype):
             jnp.arange(n_steps) > 0)
 
 
+def _even_chunks(n_steps: int, chunk: int) -> tuple[int, int]:
+    """Chunk length and padded step count: ``ceil(T / chunk)`` chunks of equal length
+    covering ``T`` steps (300 steps with ``chunk=250``: two of 150, not 250 and 50)."""
+    n_chunks = -(-n_steps // chunk)
+    length = -(-n_steps // n_chunks)
+    return length, n_chunks * length
+
+
+def _pad_steps(xs, n_pad: int):
+    """:func:`_inputs` of ``T`` steps extended by ``n_pad`` steps that observe nothing (the
+    last truth and key repeated, step indices continued); their outputs are dropped."""
+    if n_pad == 0:
+        return xs
+    step, keys, truth, y, mask, observed, forecast = xs
+    repeat = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n_pad, axis=0)])
+    return (jnp.concatenate([step, step[-1] + 1 + jnp.arange(n_pad, dtype=step.dtype)]),
+            repeat(keys), repeat(truth), jnp.concatenate([y, jnp.zeros((n_pad,) + y.shape[1:], y.dtype)]),
+            jnp.concatenate([mask, jnp.zeros((n_pad,) + mask.shape[1:], bool)]),
+            jnp.concatenate([observed, jnp.zeros(n_pad, bool)]),
+            jnp.concatenate([forecast, jnp.ones(n_pad, bool)]))
+
+
 def _concatenate(outputs, n_steps, axis):
     """Join the chunks' outputs along the time ``axis`` and pad unrun steps (NaN; 0 ranks)."""
     joined = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts], axis=axis),
@@ -405,6 +427,9 @@ def cycle_batch(
                            n_shared_args=len(model_args), shared_schedule=shared)
     xs_all = jax.vmap(lambda k, t, o: _inputs(k, t, o, o.observed, compute_dtype))(
         keys, truth, observations._replace(std=obs_std))
+    # equal chunks, the last padded with unobserved steps: one compiled scan length, not two
+    length, n_padded = _even_chunks(n_steps, chunk)
+    xs_all = jax.vmap(lambda xs: _pad_steps(xs, n_padded - n_steps))(xs_all)
     xs_shared = ()
     if shared:  # one schedule for all: (step, observed, forecast) unbatched
         n_idx, k_all, t_all, y_all, m_all, o_all, f_all = xs_all
@@ -412,20 +437,24 @@ def cycle_batch(
     carry = (ensemble0, jnp.full((n_batch,), -1))
     outputs = []
     bar = tqdm(total=n_steps, desc=f"cycling {n_batch} runs", unit="step", disable=not progress)
-    for start in range(0, n_steps, chunk):
-        xs = jax.tree.map(lambda a: a[:, start:start + chunk], xs_all)
-        xs_s = jax.tree.map(lambda a: a[start:start + chunk], xs_shared)
+    for start in range(0, n_padded, length):
+        xs = jax.tree.map(lambda a: a[:, start:start + length], xs_all)
+        xs_s = jax.tree.map(lambda a: a[start:start + length], xs_shared)
         carry, out = step_chunk(carry, xs, xs_s, obs_std, tuple(model_args), trial_model_args,
                                 filter_kwargs)
         outputs.append(out)
-        bar.update(xs[0].shape[1])
+        bar.update(min(length, n_steps - start))
         if bool(jnp.all(carry[1] >= 0)):
             break
     bar.close()
-    f_stats, a_stats = _concatenate(outputs, n_steps, axis=1)
+    f_stats, a_stats = (
+        {k: v[:, :n_steps] for k, v in stats.items()}
+        for stats in _concatenate(outputs, n_padded, axis=1))
+    diverged = np.asarray(carry[1])
+    diverged = np.where(diverged >= n_steps, -1, diverged)  # only in the padding: not a divergence
     return BatchResult(f_stats["rmse"], a_stats["rmse"], f_stats["spread"], a_stats["spread"],
                        a_stats["crps"], a_stats["ranks"], np.asarray(observations.observed),
-                       np.asarray(carry[1]))
+                       diverged)
 
 
 @functools.lru_cache(maxsize=32)

@@ -9,6 +9,6 @@ python=${PYTHON:-python3}
 .venv-bench/bin/python -m pip install --quiet -e ".[bench]"
 export MPLBACKEND=Agg
 cd benchmarks
-for script in bench_systems.py bench_filters.py bench_training.py bench_harness.py; do
+for script in bench_systems.py bench_filters.py bench_training.py bench_harness.py bench_variants.py; do
   ../.venv-bench/bin/python "$script"
 done

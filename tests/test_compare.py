@@ -101,6 +101,15 @@ def test_compare_tunes_on_hidden_trials_and_reports_every_trial(tmp_path, monkey
     np.testing.assert_allclose(diff.mean, np.mean(result.results["ETKF fixed"].rmse - r.rmse), rtol=1e-6)
     assert result.verdict("ETKF fixed").startswith("ETKF fixed minus ETKF: ")
     assert "| ETKF fixed |" in result.table()
+    # relative to the best: the ratio of mean RMSEs, the interval scaled the same way
+    best = result.best()
+    other = ({"ETKF", "ETKF fixed"} - {best}).pop()
+    ratio, low, high = result.relative(other)
+    d_best = result.difference(other, best)
+    mean_best = np.mean(result.results[best].rmse)
+    assert ratio == pytest.approx(np.mean(result.results[other].rmse) / mean_best, rel=1e-6)
+    assert (low, high) == pytest.approx((1 + d_best.low / mean_best, 1 + d_best.high / mean_best))
+    assert result.relative(best) == (1.0, 1.0, 1.0)
     # the cache: a second call reads the same numbers without running anything
     again = compare.compare(case, methods, tuning_seeds=[101, 102], evaluation_seeds=range(4),
                             progress=False)
@@ -121,7 +130,7 @@ def test_trajectory_is_the_trial_row_of_evaluate():
 
 
 def test_registry_lists_every_filter_with_knobs_and_grids():
-    assert {"EnKF", "ETKF", "LETKF", "EnSF", "EnSF mixture"} <= set(FILTERS)
+    assert {"EnKF", "ETKF", "LETKF", "EnSF", "EnSF mixture", "EnSF-G", "EnSF-LR"} <= set(FILTERS)
     key = jax.random.key(0)
     ens = jax.random.normal(key, (8, 10))
     y = jnp.zeros(10)

@@ -34,6 +34,21 @@ def test_twin_config_refuses_bad_settings():
         twin.TwinConfig(obs="square")
     with pytest.raises(ValueError, match="d must be an integer >= 4"):
         twin.TwinConfig(d=3)
+    for fraction in (0.0, 1.5, 0.01):  # 0.01 of 40 components observes none
+        with pytest.raises(ValueError, match="observed_fraction"):
+            twin.TwinConfig(observed_fraction=fraction)
+
+
+def test_partially_observed_twin_draws_a_new_half_each_cycle_and_keeps_full_twins_keys():
+    full = twin.TwinConfig(d=10, n_cycles=50, burn_in=1)
+    half = twin.TwinConfig(d=10, n_cycles=50, burn_in=1, observed_fraction=0.5)
+    mask = np.asarray(twin.make_twin(half).observations.mask)
+    assert np.all(mask.sum(axis=1) == 5)
+    assert len({tuple(row) for row in mask}) > 40  # a new subset nearly every cycle
+    # the truth is the same twin; the full twin's observations and cache key are unchanged
+    np.testing.assert_array_equal(twin.make_twin(half).truth, twin.make_twin(full).truth)
+    assert "observed_fraction" not in twin.case(full).cache_key
+    assert "observed_fraction" in twin.case(half).cache_key
 
 
 def test_twin_truth_follows_the_model_between_cycles():

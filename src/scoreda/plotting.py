@@ -16,6 +16,8 @@ COLORS = {
     "EnKF (inflated)": "#c9a227",
     "ETKF": "#8172b3",
     "LETKF": "#937860",
+    "EnSF-G": "#0072b2",
+    "EnSF-LR": "#e69f00",
     "observation": "#da8bc3",
 }
 
@@ -112,3 +114,37 @@ def rank_histograms(ax, results: dict, *, labels=None):
     ax.set_yscale("log")
     ax.set_xlabel("rank of the truth among the members (0 to N, scaled to 0-1)")
     ax.set_ylabel("frequency / flat")
+
+
+def regime_map(ax, cells: dict, rows: list, columns: list, *, vmax: float = 3.0):
+    """A table of coloured cells: ``cells[row, column]`` is ``(ratio, low, high)`` (RMSE
+    relative to the best of the row with its 95% interval, e.g.
+    :meth:`scoreda.experiments.compare.Comparison.relative`) or a short text for a cell
+    without a number. Colour: the ratio on a log scale from 1 (best) to ``vmax``."""
+    import matplotlib.colors as mcolors
+
+    norm = mcolors.LogNorm(1.0, vmax)
+    cmap = mpl.colormaps["cividis_r"]
+    for i, row in enumerate(rows):
+        for j, col in enumerate(columns):
+            cell = cells.get((row, col), "not run")
+            if isinstance(cell, str):
+                ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.92"))
+                ax.text(j, i, cell, ha="center", va="center", fontsize=7, color="0.35", wrap=True)
+                continue
+            ratio, low, high = cell
+            value = min(max(ratio, 1.0), vmax)
+            ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, color=cmap(norm(value))))
+            dark = norm(value) > 0.55
+            text = "best" if ratio == 1.0 and low == 1.0 else f"{ratio:.2f}\n[{low:.2f}, {high:.2f}]"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7.5,
+                    color="white" if dark else "black")
+    ax.set_xlim(-0.5, len(columns) - 0.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return mpl.cm.ScalarMappable(norm=norm, cmap=cmap)

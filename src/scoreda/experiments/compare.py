@@ -261,6 +261,19 @@ class Comparison:
                  else np.inf for k in labels}
         return min(means, key=means.get)
 
+    def relative(self, label: str, reference: str | None = None) -> tuple[float, float, float]:
+        """``label``'s mean RMSE relative to ``reference``'s (default: :meth:`best`), with the
+        95% interval of the paired difference on the same scale:
+        ``(ratio, low, high) = 1 + (mean, low, high of label - reference) / mean(reference)``.
+        NaNs when fewer than 2 trials have both."""
+        ref = self.best() if reference is None else reference
+        diff = self.difference(label, ref)
+        if diff.n < 2:
+            return (float("nan"),) * 3
+        both = np.isfinite(self.results[label].rmse) & np.isfinite(self.results[ref].rmse)
+        scale = float(np.mean(self.results[ref].rmse[both]))
+        return tuple(1.0 + v / scale for v in (diff.mean, diff.low, diff.high))
+
     def outcome(self, label: str, reference: str | None = None) -> str:
         """The verdict in one word, from the paired interval: ``"better"`` or ``"worse"``
         (interval excludes 0; ``label`` against ``reference``), ``"no significant

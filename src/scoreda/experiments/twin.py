@@ -37,6 +37,7 @@ class TwinConfig:
     burn_in: int = 100  # cycles left out of the time averages
     obs: str = "identity"
     obs_std: float = 1.0
+    observed_fraction: float = 1.0  # < 1: that fraction of the components, drawn anew each cycle
     n_members: int = 20
     init_std: float = 1.0  # initial ensemble: truth + N(0, init_std^2)
     spinup_steps: int = 1000  # steps of dt = 0.05 that put the truth on the attractor
@@ -52,6 +53,9 @@ class TwinConfig:
             raise ValueError(f"burn_in ({self.burn_in}) must be < n_cycles ({self.n_cycles})")
         observe.operator(self.obs)
         _checks.positive("obs_std", self.obs_std)
+        if not 0.0 < self.observed_fraction <= 1.0 or round(self.observed_fraction * self.d) < 1:
+            raise ValueError(f"observed_fraction must lie in (0, 1] and observe at least one of "
+                             f"the d = {self.d} components, got {self.observed_fraction!r}")
         _checks.integer("n_members", self.n_members, 2)
         _checks.non_negative("init_std", self.init_std)
 
@@ -83,7 +87,11 @@ def make_twin(config: TwinConfig) -> Twin:
     every = config.steps_per_cycle
     truth = l96.trajectory(x0, (config.n_cycles - 1) * every, config.dt, config.forcing,
                            save_every=every)
-    observations = observe.observe(k_obs, truth, config.obs, config.obs_std)
+    mask = None
+    if config.observed_fraction < 1.0:
+        mask = observe.random_masks(jax.random.fold_in(k_obs, 1), config.n_cycles, config.d,
+                                    round(config.observed_fraction * config.d))
+    observations = observe.observe(k_obs, truth, config.obs, config.obs_std, mask=mask)
     ensemble0 = truth[0] + config.init_std * jax.random.normal(k_ens, (config.n_members, config.d))
     model = assimilate.deterministic(
         partial(_advance, n_steps=every, dt=config.dt, forcing=config.forcing))
@@ -162,6 +170,8 @@ def case(config: TwinConfig, name: str = "Lorenz-96 twin") -> compare.Case:
     model = assimilate.deterministic(
         partial(_advance, n_steps=config.steps_per_cycle, dt=config.dt, forcing=config.forcing))
     described = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
+    if config.observed_fraction == 1.0:  # keeps the cache keys of fully observed twins
+        del described["observed_fraction"]
     return compare.Case(name, make_trial, model, config.obs, burn_in=config.burn_in,
                         init_std=config.init_std,
                         climate_std=CLIMATE_STD_F8 if config.forcing == 8.0 else None,

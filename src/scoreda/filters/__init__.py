@@ -6,10 +6,10 @@ Every filter has the signature ``analysis(key, ensemble, y, obs_std, *, obs, mas
 defaults and tuning grids (:mod:`scoreda.filters.registry`).
 """
 
-from scoreda.filters import ensf, kalman, registry
+from scoreda.filters import ensf, gaussian_score, kalman, regression, registry
 from scoreda.filters.ensf import analysis as ensf_analysis
 from scoreda.filters.kalman import enkf, etkf, letkf
 from scoreda.filters.registry import FILTERS, FilterSpec
 
-__all__ = ["ensf", "kalman", "registry", "ensf_analysis", "enkf", "etkf", "letkf", "FILTERS",
-           "FilterSpec"]
+__all__ = ["ensf", "gaussian_score", "kalman", "regression", "registry", "ensf_analysis", "enkf",
+           "etkf", "letkf", "FILTERS", "FilterSpec"]

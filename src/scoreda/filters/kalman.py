@@ -63,7 +63,10 @@ def periodic_distances(d: int) -> np.ndarray:
     return np.minimum(diff, d - diff).astype(np.float32)
 
 
-def _prepare(ensemble, y, obs_std, obs, mask):
+def prepare_inputs(ensemble, y, obs_std, obs, mask):
+    """Checked inputs of an ensemble analysis: the ensemble ``(N, d)`` as float, ``y`` with its
+    unobserved entries zeroed, the operator ``h`` and the diagonal precision ``mask / obs_std^2``
+    ``(d,)`` (zero where unobserved). Raises ``ValueError`` naming the bad argument."""
     ensemble = jnp.asarray(ensemble)
     if ensemble.ndim != 2 or ensemble.shape[0] < 2:
         raise ValueError(f"ensemble must have shape (N, d) with N >= 2, got {ensemble.shape}")
@@ -178,7 +181,7 @@ def etkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=No
     ``ensemble``: ``(N, d)``; ``y``: ``(d,)``; ``mask``: ``(d,)`` bool or None. Returns ``(N, d)``.
     """
     del key
-    ensemble, y, h, precision = _prepare(ensemble, y, obs_std, obs, mask)
+    ensemble, y, h, precision = prepare_inputs(ensemble, y, obs_std, obs, mask)
     _check_inflation(inflation)
     return _etkf(ensemble, y, precision, inflation, h=h)
 
@@ -186,7 +189,7 @@ def etkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=No
 def enkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
          inflation=1.0) -> jax.Array:
     """Stochastic (perturbed-observation) EnKF analysis. Shapes as :func:`etkf`."""
-    ensemble, y, h, precision = _prepare(ensemble, y, obs_std, obs, mask)
+    ensemble, y, h, precision = prepare_inputs(ensemble, y, obs_std, obs, mask)
     _check_inflation(inflation)
     return _enkf(key, ensemble, y, jnp.asarray(obs_std, ensemble.dtype), precision, inflation, h=h)
 
@@ -208,7 +211,7 @@ def letkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=N
     (a knob tuned inside one compiled cycle) uses all ``d``.
     """
     del key
-    ensemble, y, h, precision = _prepare(ensemble, y, obs_std, obs, mask)
+    ensemble, y, h, precision = prepare_inputs(ensemble, y, obs_std, obs, mask)
     _check_inflation(inflation)
     _checks.positive("radius", radius)
     d = ensemble.shape[1]

@@ -14,7 +14,7 @@ Knobs that are floats (inflation, eps_b, kernel variance) may be traced arrays, 
 compiled cycle serves a whole grid (:func:`scoreda.assimilate.cycle_batch`); strings and
 integers (integrator, number of pseudo-time steps) select code and are static, and so is
 the LETKF's localisation radius (``FilterSpec.static``), which sets the size of its local
-problems.
+problems (EnSF-G's and EnSF-LR's take a traced radius: a dense taper at run time).
 
 Two knobs belong to the cycle rather than to the analysis and are listed here because every
 filter has them: ``model_error``, the standard deviation of additive Gaussian noise put on
@@ -28,7 +28,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable, Mapping, NamedTuple
 
-from scoreda.filters import ensf, kalman
+from scoreda.filters import ensf, gaussian_score, kalman, regression
 
 #: knobs every filter has that the cycle (not the analysis) applies
 CYCLE_KNOBS = ("model_error", "init_std")
@@ -84,6 +84,18 @@ FILTERS: dict[str, FilterSpec] = {
         partial(ensf.analysis, prior="mixture"), _ENSF | {"kernel_var": 0.05},
         {"kernel_var": (0.01, 0.05, 0.2), "eps_b": (0.01, 0.025, 0.05)},
         "Ensemble Score Filter, Gaussian-mixture prior score over all members"),
+    "EnSF-G": FilterSpec(
+        gaussian_score.analysis,
+        {"inflation": 1.0, "radius": 4.0, "n_steps": 20, "eps_a": 1e-4, "eps_b": 0.0, "sampler": "flow",
+         "linearise": "mean"},
+        {"inflation": _INFLATION[:5], "radius": (2.0, 4.0, 8.0)},
+        "score filter with a localised Gaussian prior and the exact diffused likelihood "
+        "(Kalman posterior when h is linear), analysis inflation"),
+    "EnSF-LR": FilterSpec(
+        regression.analysis, _ENSF | {"radius": 4.0},
+        {"eps_b": (0.005, 0.01, 0.025, 0.05, 0.1), "radius": (2.0, 4.0, 8.0)},
+        "paired EnSF, then its observed increments regressed onto the unobserved components "
+        "(localised ensemble covariance)"),
 }
 
 

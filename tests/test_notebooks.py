@@ -40,6 +40,9 @@ SMALL = {
     "07_scaling.ipynb": dict(d_grid=[100, 1000, 10000], n_grid=[10, 20], d_for_n=1000,
                              timing_steps=5, repeats=1, storage_d=1000, storage_steps=50,
                              reference_d=10000, reference_cycles=2),
+    "08_closing_the_gap.ipynb": dict(n_cycles=30, burn_in=10, n_trials=2, tuning_seeds=[101],
+                                     ensf_steps=20, known_answer_members=200,
+                                     regimes=["linear, half observed"]),
 }
 
 #: notebooks that tests/test_cli.py already runs through papermill with SMALL's parameters

@@ -287,10 +287,7 @@ def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mas
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     _checks.ensf_noise_scales(eps_a, eps_b)
-    if distances is None:
-        distances = kalman.periodic_distances(d)
-    if jnp.shape(distances) != (d, d):
-        raise ValueError(f"distances must have shape (d, d) = ({d}, {d}), got {jnp.shape(distances)}")
+    distances = kalman.component_distances(d, distances)
     dtype = ensemble.dtype
     return _analysis(key, ensemble, y, mask, obs_std, jnp.asarray(inflation, dtype),
                      jnp.asarray(radius, dtype), jnp.asarray(eps_a, dtype),

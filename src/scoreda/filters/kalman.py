@@ -63,6 +63,18 @@ def periodic_distances(d: int) -> np.ndarray:
     return np.minimum(diff, d - diff).astype(np.float32)
 
 
+def component_distances(d: int, distances=None):
+    """The ``(d, d)`` distances between components: the periodic index distance by default,
+    else ``distances`` (numpy when concrete, left traced otherwise), its shape checked."""
+    if distances is None:
+        return periodic_distances(d)
+    if _checks.is_concrete(distances):
+        distances = np.asarray(distances)
+    if jnp.shape(distances) != (d, d):
+        raise ValueError(f"distances must have shape (d, d) = ({d}, {d}), got {jnp.shape(distances)}")
+    return distances
+
+
 def prepare_inputs(ensemble, y, obs_std, obs, mask):
     """Checked inputs of an ensemble analysis: the ensemble ``(N, d)`` as float, ``y`` with its
     unobserved entries zeroed, the operator ``h`` and the diagonal precision ``mask / obs_std^2``
@@ -215,12 +227,7 @@ def letkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=N
     _check_inflation(inflation)
     _checks.positive("radius", radius)
     d = ensemble.shape[1]
-    if distances is None:
-        distances = periodic_distances(d)
-    elif _checks.is_concrete(distances):
-        distances = np.asarray(distances)
-    if distances.shape != (d, d):
-        raise ValueError(f"distances must have shape (d, d) = ({d}, {d}), got {distances.shape}")
+    distances = component_distances(d, distances)
     scale = GC_RADIUS_SCALE * radius
     if not (_checks.is_concrete(radius) and _checks.is_concrete(distances)):
         # the radius or the geometry is only known at run time: every observation, tapered

@@ -71,9 +71,7 @@ def neighbourhoods(d: int, radius: float, distances=None):
         between = np.abs(offsets[:, None] - offsets[None, :])
         taper_among = gc(np.minimum(between, d - between).astype(np.float64))
         return near.astype(np.int32), taper_to_i.astype(np.float32), taper_among.astype(np.float32)
-    distances = kalman.periodic_distances(d) if distances is None else np.asarray(distances, np.float64)
-    if distances.shape != (d, d):
-        raise ValueError(f"distances must have shape (d, d) = ({d}, {d}), got {distances.shape}")
+    distances = np.asarray(kalman.component_distances(d, distances), np.float64)
     near, near_dist = kalman.local_neighbourhoods(distances, cutoff)
     valid = near_dist >= 0
     near = np.where(valid, near, np.arange(d)[:, None])
@@ -135,10 +133,8 @@ def spread_increments(forecast, analysis, mask, *, radius=4.0, distances=None) -
         near, to_i = jnp.asarray(near), jnp.asarray(to_i, dtype)
         among = jnp.broadcast_to(jnp.asarray(among, dtype), (d,) + among.shape[-2:])
     else:
-        dist = kalman.periodic_distances(d) if distances is None else np.asarray(distances)
-        if dist.shape != (d, d):
-            raise ValueError(f"distances must have shape (d, d) = ({d}, {d}), got {dist.shape}")
-        taper = kalman.gaspari_cohn(jnp.asarray(dist, dtype) / (kalman.GC_RADIUS_SCALE * radius))
+        dist = jnp.asarray(kalman.component_distances(d, distances), dtype)
+        taper = kalman.gaspari_cohn(dist / (kalman.GC_RADIUS_SCALE * radius))
         near = jnp.broadcast_to(jnp.arange(d), (d, d))
         to_i, among = taper, jnp.broadcast_to(taper, (d, d, d))
     return _regress(forecast, analysis, mask, near, to_i, among)

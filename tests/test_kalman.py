@@ -88,6 +88,22 @@ def test_letkf_local_neighbourhoods_give_the_fully_tapered_analysis(geometry, x6
     np.testing.assert_allclose(local, traced, rtol=1e-10, atol=1e-10)
 
 
+def test_letkf_on_a_large_ring_never_forms_the_distance_matrix():
+    # d = 200,000: a (d, d) float32 distance matrix would take 160 GB. The ring's
+    # neighbourhoods come from index offsets instead; with no observation (mask all False)
+    # the analysis is the forecast, and the fully observed block at the end moves.
+    d, n = 200_000, 6
+    ens = jax.random.normal(jax.random.key(0), (n, d))
+    neighbours, near = kalman.ring_neighbourhoods(d, 2 * kalman.GC_RADIUS_SCALE * 2.0)
+    assert neighbours.shape == (d, 15) and near[0, 7] == 0.0 and near[0, 0] == 7.0
+    assert neighbours[0, 0] == d - 7 and neighbours[-1, -1] == 6  # wrapped around the ring
+    mask = jnp.arange(d) >= d - 100
+    out = kalman.letkf(None, ens, jnp.zeros(d), 1.0, mask=mask, radius=2.0)
+    far = slice(100, d // 2)  # more than 2c = 7.28 from every observation, also round the ring
+    np.testing.assert_allclose(out[:, far], ens[:, far], atol=1e-5)
+    assert float(jnp.max(jnp.abs(out[:, -50:] - ens[:, -50:]))) > 0.1
+
+
 def test_enkf_mean_is_exact_and_covariance_right_in_expectation(gaussian_case):
     # Centred perturbations: the analysis mean is exactly the Kalman mean (linear h).
     # The analysis covariance equals (I - KH)P in expectation: averaged over 4000 draws the

@@ -8,6 +8,7 @@ stay traceable. Checks on *shapes* always run, since shapes are static under tra
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -44,28 +45,76 @@ def integer(name: str, value, minimum: int = 0) -> int:
     return int(value)
 
 
+def all_finite(x, where=None) -> bool:
+    """Whether the concrete array ``x`` is finite (everywhere ``where`` is True, if given). A
+    JAX array is reduced where it lives, no host copy, and eagerly even while a jit trace is
+    running (a concrete array closed over by a traced function); anything else with numpy."""
+    if isinstance(x, jax.Array):
+        with jax.ensure_compile_time_eval():
+            ok = jnp.isfinite(x) if where is None else jnp.isfinite(x) | ~jnp.asarray(where, bool)
+            return bool(jnp.all(ok))
+    ok = np.isfinite(np.asarray(x))
+    return bool(np.all(ok if where is None else ok | ~np.asarray(where, bool)))
+
+
 def finite(name: str, x) -> None:
     """Raise ``ValueError`` if the concrete array ``x`` holds NaN or infinity."""
     if not is_concrete(x):
         return
-    if not np.all(np.isfinite(np.asarray(x))):  # numpy: jnp inside a jit trace would be traced
+    ok = all_finite(x)
+    if not ok:
         raise ValueError(f"{name} must be finite everywhere; it contains NaN or infinity")
 
 
 def ensf_noise_scales(eps_a, eps_b) -> None:
     """EnSF's noise-schedule ends: ``eps_a`` in (0, 1], ``eps_b`` in [0, 1) (concrete values)."""
     for name, value, lo_open in (("eps_a", eps_a, True), ("eps_b", eps_b, False)):
-        if is_concrete(value) and not ((0.0 < value <= 1.0) if lo_open else (0.0 <= value < 1.0)):
+        if not is_concrete(value):
+            continue
+        value = np.asarray(value)  # numpy: a jnp comparison inside a jit trace is staged
+        if not ((0.0 < value <= 1.0) if lo_open else (0.0 <= value < 1.0)):
             allowed = "(0, 1]" if lo_open else "[0, 1)"
             raise ValueError(f"{name} must lie in {allowed}, got {value!r}")
 
 
 def observation_shapes(y, mask, d: int) -> None:
-    """Raise ``ValueError`` unless ``y`` (and ``mask`` when given) have shape ``(d,)``."""
+    """Raise ``ValueError`` unless ``y`` (and ``mask`` when given) have shape ``(d,)`` and the
+    mask is boolean."""
     if jnp.shape(y) != (d,):
         raise ValueError(f"y must have shape (d,) = ({d},), got {jnp.shape(y)}")
-    if mask is not None and jnp.shape(mask) != (d,):
-        raise ValueError(f"mask must have shape (d,) = ({d},), got {jnp.shape(mask)}")
+    if mask is not None:
+        if jnp.shape(mask) != (d,):
+            raise ValueError(f"mask must have shape (d,) = ({d},), got {jnp.shape(mask)}")
+        boolean_mask("mask", mask)
+
+
+class Deflation(UserWarning):
+    """An inflation below 1: the analysis anomalies are shrunk. Legitimate when tuned (a
+    filter that over-disperses), but never a default, so it is said aloud."""
+
+
+def inflation(value, stacklevel: int = 3) -> None:
+    """Multiplicative inflation of the analysis anomalies: a finite number > 0 (1 = none).
+    Below 1 it shrinks them: allowed (a tuning grid may hold it) but warned as
+    :class:`Deflation` when the value is concrete; ``stacklevel`` points the warning at the
+    user's call (2: the caller of this function)."""
+    positive("inflation", value)
+    if is_concrete(value) and float(value) < 1.0:
+        warnings.warn(Deflation(f"inflation {float(value):g} < 1 shrinks the analysis anomalies "
+                                "(deflation); 1 leaves them unchanged"), stacklevel=stacklevel)
+
+
+def likelihood_precision(obs_std, dtype) -> None:
+    """Raise ``ValueError`` when ``1 / obs_std**2`` is too large for ``dtype``: a likelihood
+    score ``(y - h(x)) / obs_std**2`` would overflow to infinity (e.g. float32 and 1e-19)."""
+    if not is_concrete(obs_std):
+        return
+    smallest = float(np.sqrt(1e6 / np.finfo(dtype).max))  # 1/sigma^2 at most max/1e6
+    value = float(np.min(np.asarray(obs_std)))
+    if value < smallest:
+        raise ValueError(f"obs_std={value:g} is too small for {np.dtype(dtype).name}: the "
+                         f"likelihood score (y - h(x)) / obs_std**2 would overflow; use "
+                         f"obs_std >= {smallest:.1e} (or float64 with jax x64 enabled)")
 
 
 def state_dim(name: str, x, minimum: int) -> int:
@@ -88,3 +137,44 @@ def masked_observation(y, mask, dtype):
     y = jnp.asarray(y, dtype)
     mask = jnp.asarray(mask, bool)
     return jnp.where(mask, y, jnp.zeros((), dtype))
+
+
+def finite_scalar(name: str, value) -> None:
+    """Raise ``ValueError`` unless the concrete ``value`` is a finite scalar (any sign)."""
+    if not is_concrete(value):
+        return
+    v = np.asarray(value)
+    if v.ndim != 0 or not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def boolean_mask(name: str, mask) -> None:
+    """Raise ``ValueError`` unless ``mask`` is boolean (a float mask would turn every nonzero,
+    0.5 included, into True)."""
+    dtype = getattr(mask, "dtype", None) or np.asarray(mask).dtype
+    if dtype != np.bool_:
+        raise ValueError(f"{name} must be a boolean array (True = observed), got dtype {dtype}")
+
+
+def prng_key(name: str, key) -> None:
+    """Raise ``ValueError`` unless ``key`` is one JAX PRNG key: a typed key
+    (``jax.random.key``) or a raw ``uint32`` key of shape ``(2,)`` (``jax.random.PRNGKey``)."""
+    dtype, shape = getattr(key, "dtype", None), jnp.shape(key)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return
+    if dtype == jnp.uint32 and shape == (2,):
+        return
+    raise ValueError(f"{name} must be one PRNG key (jax.random.key(seed)), got "
+                     f"{type(key).__name__} with shape {shape} and dtype {dtype}")
+
+
+def integration_finite(name: str, states, advice: str) -> None:
+    """Raise ``FloatingPointError`` when a concrete integrated trajectory ``states``
+    (time on axis -2) left the finite numbers, naming the first such saved step."""
+    if not is_concrete(states) or all_finite(states):
+        return
+    bad = ~np.all(np.isfinite(np.asarray(states)), axis=-1)  # (..., T)
+    if bad.any():
+        first = int(np.argmax(bad.reshape(-1, bad.shape[-1]).any(axis=0)))
+        raise FloatingPointError(f"{name} blew up: the state is not finite from saved step "
+                                 f"{first} on; {advice}")

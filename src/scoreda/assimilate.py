@@ -21,6 +21,7 @@ divergence, so a diverging filter stops with a report (step and RMSE), not NaNs.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -41,6 +42,11 @@ class FilterDivergence(RuntimeError):
             f"the filter diverged at step {step}: RMSE {rmse:.4g} "
             f"({'not finite' if not np.isfinite(rmse) else f'above the bound {bound:g}'})"
         )
+
+
+class LostTrack(UserWarning):
+    """Warned by :func:`cycle` when the analysis stayed finite but ended farther from the
+    truth than the climate's spread: the filter follows no better than climatology would."""
 
 
 class CycleResult(NamedTuple):
@@ -69,6 +75,24 @@ class CycleResult(NamedTuple):
     diverged_step: int
     final_members: np.ndarray
     analysis_variance: np.ndarray
+
+    def late_rmse(self, last: float = 0.5) -> float:
+        """Mean analysis RMSE over the last ``last`` fraction of the steps (NaN steps skipped);
+        ``0 < last <= 1``."""
+        if not 0.0 < last <= 1.0:
+            raise ValueError(f"last must lie in (0, 1], got {last!r}")
+        n = len(self.analysis_rmse)
+        tail = self.analysis_rmse[n - max(1, int(round(last * n))):]
+        return float(np.nanmean(tail)) if np.any(np.isfinite(tail)) else float("nan")
+
+    def lost_track(self, climate_std: float, last: float = 0.5) -> bool:
+        r"""True when :meth:`late_rmse` exceeds ``climate_std``, the climatological standard
+        deviation of one component: the climatological mean alone would score about
+        ``climate_std``, so an analysis worse than that no longer tracks the truth (it need
+        not have diverged: Lorenz-96 stays bounded, ending near
+        :math:`\sqrt2 \times` ``climate_std`` for an unrelated state)."""
+        _checks.positive("climate_std", climate_std)
+        return not self.late_rmse(last) <= climate_std
 
 
 def _current(members):
@@ -202,6 +226,7 @@ def cycle(
     model_args: tuple = (),
     filter_kwargs: dict | None = None,
     store_states: bool = True,
+    climate_std: float | None = None,
 ) -> CycleResult:
     """Run forecast-analysis cycles over a true trajectory and its observations.
 
@@ -227,13 +252,24 @@ def cycle(
         that differ only in them share one compilation.
       store_states: keep the per-step means and variances ``(T, d)``; with False those
         fields are None and only the scalar curves are kept (for huge ``d``).
+      climate_std: the climatological standard deviation of one component (about 3.6 for
+        Lorenz-96 at F = 8); when given, a :class:`LostTrack` warning is issued if the mean
+        analysis RMSE over the second half exceeds it (see :meth:`CycleResult.lost_track`).
+        A run that lost track is bounded, so ``divergence_bound`` does not see it.
+
+    Raises:
+      ValueError, TypeError: the inputs break the contract (named: the data, the model's or
+        the filter's output shape, the key); checked before anything is compiled.
+      FilterDivergence: with ``on_divergence="raise"``, when the RMSE passed the bound.
 
     Members are stored in ``ensemble0``'s floating dtype (e.g. ``bfloat16`` to halve the
     memory of a huge ensemble) and promoted to at least float32 for the model and the filter.
     """
+    _checks.prng_key("key", key)
     truth = jnp.asarray(truth)
     if truth.ndim != 2:
         raise ValueError(f"truth must have shape (T, d), got {truth.shape}")
+    _check_observations_type(observations)
     n_steps, d = truth.shape
     ensemble0 = jnp.asarray(ensemble0)
     if not jnp.issubdtype(ensemble0.dtype, jnp.floating):
@@ -248,24 +284,31 @@ def cycle(
             f"observations must have values and mask of shape (T, d) = {(n_steps, d)}, "
             f"got {observations.values.shape} and {observations.mask.shape}"
         )
+    _check_data(truth, observations, batched=False)
     schedule = observations.observed if schedule is None else jnp.asarray(schedule, bool)
     if schedule.shape != (n_steps,):
         raise ValueError(f"schedule must have shape (T,) = ({n_steps},), got {schedule.shape}")
     if on_divergence not in ("raise", "report"):
         raise ValueError(f"on_divergence must be 'raise' or 'report', got {on_divergence!r}")
     _checks.positive("divergence_bound", divergence_bound)
+    if climate_std is not None:
+        _checks.positive("climate_std", climate_std)
     chunk = _checks.integer("chunk", chunk, 1)
     _checks.finite("ensemble0", ensemble0)
+    filter_kwargs = dict(filter_kwargs or {})
+    _check_callables(key, model, filter, ensemble0[0], compute_dtype, ensemble0.shape[0],
+                     truth[0].astype(compute_dtype), observations.mask[0], tuple(model_args),
+                     [(jnp.asarray(observations.std, compute_dtype), filter_kwargs)])
 
     step_chunk = _compiled(model, filter, float(divergence_bound), bool(store_states))
     xs_all = _inputs(key, truth, observations, schedule, compute_dtype)
     carry = (ensemble0, jnp.asarray(-1))
-    filter_kwargs = dict(filter_kwargs or {})
     outputs = []
     bar = tqdm(total=n_steps, desc="cycling", unit="step", disable=not progress)
     for start in range(0, n_steps, chunk):
         xs = jax.tree.map(lambda a: a[start:start + chunk], xs_all)
-        carry, out = step_chunk(carry, xs, observations.std, tuple(model_args), filter_kwargs)
+        carry, out = step_chunk(carry, xs, jnp.asarray(observations.std, compute_dtype),
+                                tuple(model_args), filter_kwargs)
         outputs.append(out)
         bar.update(xs[0].shape[0])
         if int(carry[1]) >= 0:
@@ -281,7 +324,114 @@ def cycle(
         # the diverged step keeps the offending values; the steps after it are NaN
         offending = f_rmse[diverged] if not np.isfinite(f_rmse[diverged]) else a_rmse[diverged]
         raise FilterDivergence(diverged, float(offending), divergence_bound)
+    if climate_std is not None and diverged < 0 and result.lost_track(climate_std):
+        warnings.warn(LostTrack(
+            f"the filter lost track: its mean analysis RMSE over the second half, "
+            f"{result.late_rmse():.3g}, exceeds the climate's standard deviation {climate_std:g}"),
+            stacklevel=2)
     return result
+
+
+def _check_observations_type(observations) -> None:
+    if not isinstance(observations, Observations):
+        raise TypeError(f"observations must be a scoreda.observe.Observations (values, mask, "
+                        f"observed, std), got {type(observations).__name__}")
+
+
+def _check_data(truth, observations, batched: bool) -> None:
+    """The data's contract (shapes already checked): at least one step, a scalar (or
+    per-cycle) ``std`` > 0, a boolean mask, and finite truth and observed values (concrete
+    arrays only). A NaN there would otherwise surface as "the filter diverged"."""
+    if truth.shape[-2] == 0:
+        raise ValueError(f"truth must have at least one step, got shape {truth.shape}")
+    std = observations.std
+    if jnp.ndim(std) > (1 if batched else 0):
+        raise ValueError("observations.std must be one number (the same noise on every "
+                         f"component{', or one per cycle' if batched else ''}), got shape "
+                         f"{jnp.shape(std)}")
+    if _checks.is_concrete(std) and not np.all((np.asarray(std) > 0) & np.isfinite(std)):
+        raise ValueError(f"observations.std must be finite and > 0, got {np.asarray(std)!r}")
+    _checks.boolean_mask("observations.mask", observations.mask)
+    for name, values, where in (("truth", truth, None),
+                                ("observations.values", observations.values, observations.mask)):
+        if not (_checks.is_concrete(values) and _checks.is_concrete(where)):
+            continue
+        if _checks.all_finite(values, where):  # reduced where the data live; located on failure
+            continue
+        bad = ~np.isfinite(np.asarray(values))
+        if where is not None:
+            bad &= np.asarray(where, bool)
+        if bad.any():
+            index = tuple(int(i[0]) for i in np.nonzero(bad))
+            raise ValueError(f"{name} is not finite at index {index} (step {index[-2]}, "
+                             f"component {index[-1]}){' where observed' if where is not None else ''}")
+
+
+def _reraised(exc: Exception, message: str) -> Exception:
+    """``exc``'s own type with ``message`` (so a caller catching ``ValueError`` still does),
+    or a ``TypeError`` when that type cannot be built from one message."""
+    try:
+        return type(exc)(f"{message}: {type(exc).__name__}: {exc}")
+    except Exception:
+        return TypeError(f"{message}: {type(exc).__name__}: {exc}")
+
+
+def _check_callables(key, model, filter_fn, member0, truth_dtype, n_members, y0, mask0,
+                     model_args, filter_settings) -> None:
+    """Trace ``model`` and ``filter`` on abstract states (no computation) and check what they
+    return, so a wrong contract is named here instead of deep inside ``lax.scan``.
+
+    ``filter_settings``: ``(obs_std, filter_kwargs)`` pairs. Concrete ones are closed over,
+    not traced, so the filter's own checks of its values (``obs_std > 0``, a knob's range)
+    run here, as they do not inside the compiled loop."""
+    d = member0.shape[-1]
+    key_spec = jax.eval_shape(lambda k: k, key)
+    member = jax.ShapeDtypeStruct(member0.shape, truth_dtype)
+    try:
+        out = jax.eval_shape(lambda m, k, *a: model(m, k, *a), member, key_spec, *model_args)
+    except Exception as exc:
+        raise _reraised(exc, f"model(member, key, *model_args) failed on a member of shape "
+                             f"{member0.shape}") from exc
+    if getattr(out, "shape", None) != (d,):
+        hint = (" With history windows (N, W, d) the model maps a window (W, d) to the next "
+                "state (d,)." if member0.ndim == 2 else "")
+        raise ValueError(f"model must return the next state of shape ({d},) for a member of "
+                         f"shape {member0.shape}, got {getattr(out, 'shape', type(out).__name__)}."
+                         + hint)
+    ensemble = jax.ShapeDtypeStruct((n_members, d), truth_dtype)
+    for obs_std, kwargs in filter_settings:
+        concrete = _checks.is_concrete(obs_std) and all(
+            _checks.is_concrete(v) for v in jax.tree.leaves(kwargs))
+        if concrete:  # as numpy: inside the trace below, jnp operations on them are staged
+            obs_std, kwargs = np.asarray(obs_std), jax.tree.map(np.asarray, kwargs)
+        try:
+            with warnings.catch_warnings():  # a tuned grid may hold a deflation: said elsewhere
+                warnings.simplefilter("ignore", _checks.Deflation)
+                if concrete:  # the values closed over: the filter checks them
+                    out = jax.eval_shape(
+                        lambda k, e, y, m: filter_fn(k, e, y, obs_std, mask=m, **kwargs),
+                        key_spec, ensemble, y0, mask0)
+                else:
+                    out = jax.eval_shape(
+                        lambda k, e, y, s, m, kw: filter_fn(k, e, y, s, mask=m, **kw),
+                        key_spec, ensemble, y0, obs_std, mask0, kwargs)
+        except Exception as exc:
+            raise _reraised(exc, f"filter(key, ensemble, y, obs_std, mask=mask, **filter_kwargs) "
+                                 f"failed on an ensemble of shape {(n_members, d)}") from exc
+        if getattr(out, "shape", None) != (n_members, d):
+            raise ValueError(f"filter must return the analysis ensemble of shape "
+                             f"{(n_members, d)}, got {getattr(out, 'shape', type(out).__name__)}")
+
+
+def _extreme_settings(obs_std, filter_kwargs) -> list:
+    """The filter settings of a batch worth checking: the first cycle's, and the smallest and
+    the largest value of ``obs_std`` and of every keyword array (leading axis ``B``)."""
+    pick = lambda reduce: (reduce(obs_std, axis=0),
+                           {k: reduce(v, axis=0) for k, v in filter_kwargs.items()})
+    first = (obs_std[0], {k: v[0] for k, v in filter_kwargs.items()})
+    if not all(_checks.is_concrete(a) for a in [obs_std, *filter_kwargs.values()]):
+        return [first]
+    return [first, pick(jnp.min), pick(jnp.max)]
 
 
 def _inputs(key, truth, observations, schedule, compute_dtype):
@@ -391,6 +541,7 @@ def cycle_batch(
     truth = jnp.asarray(truth)
     if truth.ndim != 3:
         raise ValueError(f"truth must have shape (B, T, d), got {truth.shape}")
+    _check_observations_type(observations)
     n_batch, n_steps, d = truth.shape
     ensemble0 = jnp.asarray(ensemble0)
     if ensemble0.ndim not in (3, 4) or ensemble0.shape[0] != n_batch or ensemble0.shape[-1] != d:
@@ -406,6 +557,7 @@ def cycle_batch(
     if jnp.shape(observations.observed) != (n_batch, n_steps):
         raise ValueError(f"observations.observed must have shape (B, T) = {(n_batch, n_steps)}, "
                          f"got {jnp.shape(observations.observed)}")
+    _check_data(truth, observations, batched=True)
     obs_std = jnp.broadcast_to(jnp.asarray(observations.std, compute_dtype), (n_batch,))
     _checks.positive("divergence_bound", divergence_bound)
     chunk = _checks.integer("chunk", chunk, 1)
@@ -418,8 +570,18 @@ def cycle_batch(
             raise ValueError(f"{name} must have a leading axis of size B = {n_batch}, got shape "
                              f"{value.shape}")
     keys = jnp.asarray(key)
-    if keys.shape == ():
+    if keys.shape == () or keys.shape == (2,) and keys.dtype == jnp.uint32:
+        _checks.prng_key("key", key)
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_batch))
+    else:
+        if keys.shape[:1] != (n_batch,):
+            raise ValueError(f"key must be one PRNG key or B = {n_batch} of them, got shape "
+                             f"{keys.shape}")
+        _checks.prng_key("key[0]", keys[0])
+    _check_callables(keys[0], model, filter, ensemble0[0, 0], compute_dtype, ensemble0.shape[1],
+                     truth[0, 0].astype(compute_dtype), observations.mask[0, 0],
+                     tuple(model_args) + tuple(a[0] for a in trial_model_args),
+                     _extreme_settings(obs_std, filter_kwargs))
 
     observed = np.asarray(observations.observed)
     shared = bool(np.all(observed == observed[:1]))

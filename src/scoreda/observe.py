@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scoreda import _checks
 
@@ -58,6 +59,9 @@ def add_noise(key: jax.Array, y: jax.Array, std) -> jax.Array:
 def fixed_mask(d: int, indices) -> jax.Array:
     """Boolean mask of shape ``(d,)``, True at ``indices`` (each in ``[0, d)``, no repeats)."""
     _checks.integer("d", d, 1)
+    raw = np.asarray(indices) if _checks.is_concrete(indices) else indices
+    if raw.size and not (np.issubdtype(raw.dtype, np.integer)):
+        raise ValueError(f"indices must be integers, got dtype {raw.dtype}: {indices!r}")
     idx = jnp.asarray(indices, dtype=int).ravel()
     if _checks.is_concrete(idx):
         if idx.size > d:
@@ -150,6 +154,8 @@ def observe(
     n_steps, d = truth.shape
     _checks.finite("truth", truth)
     h = operator(obs)
+    if mask is not None:
+        _checks.boolean_mask("mask", mask)
     mask = jnp.ones((n_steps, d), bool) if mask is None else jnp.asarray(mask, bool)
     if mask.shape == (d,):
         mask = jnp.broadcast_to(mask, (n_steps, d))

@@ -46,6 +46,7 @@ class TwinConfig:
     def __post_init__(self):
         _checks.integer("d", self.d, l96.MIN_DIM)
         _checks.positive("dt", self.dt)
+        _checks.finite_scalar("forcing", self.forcing)
         _checks.integer("steps_per_cycle", self.steps_per_cycle, 1)
         _checks.integer("n_cycles", self.n_cycles, 2)
         _checks.integer("burn_in", self.burn_in, 0)

@@ -278,7 +278,7 @@ def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mas
     ensemble, y, h, precision = kalman.prepare_inputs(ensemble, y, obs_std, obs, mask)  # shapes, y
     d = ensemble.shape[1]
     mask = precision > 0
-    _checks.positive("inflation", inflation)
+    _checks.inflation(inflation)
     if _checks.is_concrete(radius) and not (np.ndim(radius) == 0 and float(radius) > 0):
         raise ValueError(f"radius must be a number > 0 (inf: no localisation), got {radius!r}")
     _checks.integer("n_steps", n_steps, 1)

@@ -72,6 +72,9 @@ def component_distances(d: int, distances=None):
         distances = np.asarray(distances)
     if jnp.shape(distances) != (d, d):
         raise ValueError(f"distances must have shape (d, d) = ({d}, {d}), got {jnp.shape(distances)}")
+    if _checks.is_concrete(distances) and (np.any(np.isnan(distances)) or np.any(distances < 0)):
+        raise ValueError("distances must be >= 0 everywhere (inf: never interacting), "
+                         "with no NaN")
     return distances
 
 
@@ -95,7 +98,7 @@ def prepare_inputs(ensemble, y, obs_std, obs, mask):
 
 
 def _check_inflation(inflation):
-    _checks.positive("inflation", inflation)
+    _checks.inflation(inflation, stacklevel=4)  # the warning names the caller of etkf & co.
 
 
 def _anomalies(ensemble, h):
@@ -173,6 +176,20 @@ def _letkf(ensemble, y, precision, inflation, neighbours, taper, *, h):
     return _inflate(analysis, inflation)
 
 
+def ring_neighbourhoods(d: int, cutoff: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`local_neighbourhoods` of the default ring (periodic index distance) built from
+    index offsets, without the ``(d, d)`` distance matrix (``d = 10^6`` is fine): component
+    ``i`` sees ``i + o (mod d)`` for every offset ``|o| < cutoff``, in the order of ``o``.
+    Returns indices and distances, both ``(d, L)``, or None when the offsets would wrap
+    around the ring (``d <= L``), where the distance matrix is small anyway."""
+    half = int(np.ceil(cutoff)) - 1  # the offsets with |o| < cutoff
+    if d <= 2 * half + 1:
+        return None
+    offsets = np.arange(-half, half + 1)
+    near = (np.arange(d)[:, None] + offsets[None, :]) % d
+    return near.astype(np.int32), np.broadcast_to(np.abs(offsets).astype(np.float64), near.shape)
+
+
 def local_neighbourhoods(distances: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     """For each state component the observations closer than ``cutoff``: indices ``(d, L)``
     and their distances ``(d, L)``, ``L`` the largest count over the components; shorter
@@ -219,24 +236,29 @@ def letkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=N
 
     Cost: when ``radius`` and ``distances`` are concrete (not traced), component ``i``'s
     problem holds only the ``L`` observations within the taper's support, an ``N x L`` SVD
-    instead of ``N x d`` (the same analysis: the others have zero weight); a traced radius
-    (a knob tuned inside one compiled cycle) uses all ``d``.
+    instead of ``N x d`` (the same analysis: the others have zero weight); on the default
+    ring they are found from index offsets, so memory is ``O(dL)``, not ``O(d^2)``. A
+    traced radius (a knob tuned inside one compiled cycle) uses all ``d``.
     """
     del key
     ensemble, y, h, precision = prepare_inputs(ensemble, y, obs_std, obs, mask)
     _check_inflation(inflation)
     _checks.positive("radius", radius)
     d = ensemble.shape[1]
-    distances = component_distances(d, distances)
     scale = GC_RADIUS_SCALE * radius
-    if not (_checks.is_concrete(radius) and _checks.is_concrete(distances)):
+    local = None
+    if distances is None and _checks.is_concrete(radius):
+        local = ring_neighbourhoods(d, 2.0 * float(scale))  # no (d, d) array on the ring
+    if local is None:
+        distances = component_distances(d, distances)
+    if local is None and not (_checks.is_concrete(radius) and _checks.is_concrete(distances)):
         # the radius or the geometry is only known at run time: every observation, tapered
         neighbours = jnp.broadcast_to(jnp.arange(d), (d, d))
         taper = gaspari_cohn(jnp.asarray(distances, ensemble.dtype) / scale)
     else:
         # both known now: each component's problem holds only the observations within the
         # taper's support 2c (exactly the same analysis, on smaller matrices)
-        neighbours, near = local_neighbourhoods(distances, 2.0 * float(scale))
+        neighbours, near = local or local_neighbourhoods(distances, 2.0 * float(scale))
         taper = jnp.where(near >= 0, gaspari_cohn(jnp.asarray(near, ensemble.dtype) / scale), 0.0)
     return _letkf(ensemble, y, precision, inflation, jnp.asarray(neighbours),
                   taper.astype(ensemble.dtype), h=h)

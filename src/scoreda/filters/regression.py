@@ -63,14 +63,15 @@ def neighbourhoods(d: int, radius: float, distances=None):
         with jax.ensure_compile_time_eval():
             return np.asarray(kalman.gaspari_cohn(jnp.asarray(r / scale)))
 
-    half = int(np.ceil(cutoff)) - 1  # offsets with |offset| < cutoff
-    if distances is None and d > 2 * half + 1:
-        offsets = np.arange(-half, half + 1)
-        near = (np.arange(d)[:, None] + offsets[None, :]) % d
-        taper_to_i = np.broadcast_to(gc(np.abs(offsets).astype(np.float64)), near.shape)
+    ring = kalman.ring_neighbourhoods(d, cutoff) if distances is None else None
+    if ring is not None:  # from index offsets: no (d, d) array
+        near, offset_dist = ring
+        taper_to_i = gc(offset_dist[0])  # the same offsets for every component
+        offsets = np.arange(near.shape[1]) - (near.shape[1] - 1) // 2  # -half .. half
         between = np.abs(offsets[:, None] - offsets[None, :])
         taper_among = gc(np.minimum(between, d - between).astype(np.float64))
-        return near.astype(np.int32), taper_to_i.astype(np.float32), taper_among.astype(np.float32)
+        return (near, np.broadcast_to(taper_to_i, near.shape).astype(np.float32),
+                taper_among.astype(np.float32))
     distances = np.asarray(kalman.component_distances(d, distances), np.float64)
     near, near_dist = kalman.local_neighbourhoods(distances, cutoff)
     valid = near_dist >= 0
@@ -124,9 +125,10 @@ def spread_increments(forecast, analysis, mask, *, radius=4.0, distances=None) -
                          f"{forecast.shape} and {analysis.shape}")
     d = forecast.shape[1]
     _checks.positive("radius", radius)
+    if jnp.shape(mask) != (d,):
+        raise ValueError(f"mask must have shape (d,) = ({d},), got {jnp.shape(mask)}")
+    _checks.boolean_mask("mask", mask)
     mask = jnp.asarray(mask, bool)
-    if mask.shape != (d,):
-        raise ValueError(f"mask must have shape (d,) = ({d},), got {mask.shape}")
     dtype = forecast.dtype
     if _checks.is_concrete(radius):
         near, to_i, among = neighbourhoods(d, float(radius), distances)

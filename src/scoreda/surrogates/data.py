@@ -40,6 +40,7 @@ class Lorenz96Data:
         _checks.integer("n_steps", self.n_steps, 1)
         _checks.positive("dt", self.dt)
         _checks.integer("d", self.d, l96.MIN_DIM)
+        _checks.finite_scalar("forcing", self.forcing)
         _checks.non_negative("target_noise_std", self.target_noise_std)
 
 

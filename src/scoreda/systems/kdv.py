@@ -214,6 +214,10 @@ def solve(
       The defaults reproduce the paper's data: output every 0.5 up to T = 500 (1001 snapshots).
 
     Precision follows ``u0``: float32 by default, float64 when given float64 with x64 enabled.
+
+    Raises:
+      FloatingPointError: the solution left the finite numbers (a step too large for the
+        waves' speeds); checked when called outside ``jit``.
     """
     n_points = _checks.state_dim("u0", u0, MIN_POINTS)
     check_grid(length, n_points)
@@ -228,7 +232,12 @@ def solve(
     coef = ETDRK4Coefficients(
         *(jnp.asarray(c, cdtype) for c in etdrk4_coefficients(length, n_points, float(dt)))
     )
-    return _solve(u0, coef, n_points, n_steps // save_every, save_every)
+    states = _solve(u0, coef, n_points, n_steps // save_every, save_every)
+    _checks.integration_finite(
+        "the KdV solve", states,
+        f"dt = {dt} is too large for the tallest wave on this grid (the paper's dt = 0.01 is "
+        "stable for its initial conditions)")
+    return states
 
 
 class Invariants(NamedTuple):

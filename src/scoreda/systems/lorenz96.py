@@ -112,6 +112,10 @@ def trajectory(
     Returns:
       states of shape ``(..., n_steps // save_every + 1, d)``; index 0 along the time axis is
       ``x0`` itself.
+
+    Raises:
+      FloatingPointError: the integration left the finite numbers (``dt`` too large, or a
+        state far off the attractor); checked when called outside ``jit``.
     """
     _check(x0, dt, n_steps, save_every)
     _checks.non_negative("noise_std", noise_std)
@@ -120,8 +124,13 @@ def trajectory(
         if stochastic:
             raise ValueError("key must be given when noise_std > 0")
         key = jax.random.key(0)
+    _checks.finite_scalar("forcing", forcing)
     x0 = jnp.asarray(x0, dtype=jnp.result_type(x0, jnp.float32))
-    return _trajectory(x0, n_steps, dt, forcing, save_every, noise_std, key, stochastic)
+    states = _trajectory(x0, n_steps, dt, forcing, save_every, noise_std, key, stochastic)
+    _checks.integration_finite(
+        "the Lorenz-96 integration", states,
+        f"RK4 with dt = {dt} is unstable for this state (dt <= 0.05 is safe at F = 8)")
+    return states
 
 
 def initial_states(

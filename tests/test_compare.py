@@ -146,3 +146,32 @@ def test_registry_lists_every_filter_with_knobs_and_grids():
         registry.get("EnKS")
     with pytest.raises(ValueError, match="unknown grid"):
         compare.Method("x", "ETKF", grid={"eps_b": (0.1,)})
+
+
+def test_a_damaged_comparison_cache_entry_is_named_and_computed_again(tmp_path, monkeypatch):
+    import json
+
+    from scoreda.surrogates import train
+
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    case = twin.case(dataclasses.replace(SMALL, n_cycles=60, burn_in=10))
+    method = compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.2)})
+    run = lambda: compare.compare(case, [method], tuning_seeds=[101], evaluation_seeds=[0, 1], progress=False)
+    first = run()
+    tune_file, = (tmp_path / "compare").glob("tune-*.json")
+    eval_file, = (tmp_path / "compare").glob("eval-*.json")
+    stored = {f: f.read_text() for f in (tune_file, eval_file)}
+    # a result cut short by a crash, and a tuning that parses but is not this method's grid
+    eval_file.write_text(stored[eval_file][: len(stored[eval_file]) // 2])
+    tune_file.write_text(json.dumps({"points": [{"inflation": 9.0}], "scores": [0.1],
+                                     "chosen": {"inflation": 9.0}}))
+    with pytest.warns(train.CacheWarning) as caught:
+        again = run()
+    messages = " | ".join(str(w.message) for w in caught if issubclass(w.category, train.CacheWarning))
+    assert f"damaged comparison cache entry {tune_file}" in messages
+    assert f"damaged comparison cache entry {eval_file}" in messages
+    # recomputed: the same numbers as the first run, and the files whole again
+    assert again.tunings["ETKF"].points == first.tunings["ETKF"].points
+    np.testing.assert_array_equal(again.tunings["ETKF"].scores, first.tunings["ETKF"].scores)
+    np.testing.assert_array_equal(again.results["ETKF"].rmse, first.results["ETKF"].rmse)
+    assert {f: f.read_text() for f in stored} == stored

@@ -34,6 +34,8 @@ import dataclasses
 import functools
 import json
 import math
+import warnings
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -122,7 +124,7 @@ class LoopConfig:
         _checks.integer("n_members", self.n_members, 2)
         _checks.positive("init_std", self.init_std)
         _checks.non_negative("model_error_std", self.model_error_std)
-        _checks.positive("inflation", self.inflation)
+        _checks.inflation(self.inflation, stacklevel=4)  # names the LoopConfig(...) call
         _checks.positive("radius", self.radius)
         _checks.integer("ensf_steps", self.ensf_steps, 1)
         _checks.ensf_noise_scales(self.eps_a, self.eps_b)
@@ -346,8 +348,32 @@ def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: boo
                 config.eps_b, config.radius)  # refuse a bad filter before any work
     key, described = loop_key(setting, config, filter_name)
     path = (train.cache_dir() / "hybrid" / key).absolute()
-    train.claim_entry(path, described, "loop entry")
+    with train.entry_lock(path):  # a second process waits, then loads this one's iterations
+        train.claim_entry(path, described, "loop entry")
+        return _run_locked(setting, config, filter_name, key, path, progress)
 
+
+def _stored_iteration(path: Path, k: int):
+    """Iteration ``k``'s stored analysis and record (each None when absent); a file that
+    cannot be read is removed with a :class:`~scoreda.surrogates.train.CacheWarning` naming
+    it, and computed again."""
+    analysis_file = path / f"iteration_{k}.npz"
+    result = record = None
+    try:
+        if analysis_file.exists():
+            with np.load(analysis_file) as stored:
+                result = assimilate.CycleResult(**{f: stored[f] for f in stored.files})
+        record = train.read_json(path, f"iteration_{k}.json")
+    except (train.DamagedEntry, ValueError, OSError, TypeError, zipfile.BadZipFile) as err:
+        warnings.warn(f"damaged loop cache entry {path}, iteration {k} ({type(err).__name__}: "
+                      f"{err}); computing it again", train.CacheWarning, stacklevel=3)
+        for name in (f"iteration_{k}.npz", f"iteration_{k}.json"):
+            (path / name).unlink(missing_ok=True)
+        return None, None
+    return result, record
+
+
+def _run_locked(setting, config, filter_name, key, path, progress):
     experiment = make_experiment(setting, config.n_steps, config.seed)
     window = config.surrogate.window
     model = raw_surrogate(setting, config, progress=progress).model
@@ -356,16 +382,11 @@ def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: boo
                unit="iteration", disable=not progress)
     for k in range(config.n_iterations + 1):
         record_file, analysis_file = path / f"iteration_{k}.json", path / f"iteration_{k}.npz"
-        if analysis_file.exists():
-            with np.load(analysis_file) as stored:
-                result = assimilate.CycleResult(**{f: stored[f] for f in stored.files})
-        else:
+        result, record = _stored_iteration(path, k)
+        if result is None:
             result = assimilate_with(model, setting, config, filter_name, experiment)
-            np.savez(analysis_file.with_suffix(".tmp.npz"), **result._asdict())
-            analysis_file.with_suffix(".tmp.npz").replace(analysis_file)
-        if record_file.exists():
-            record = json.loads(record_file.read_text())
-        else:
+            train.write_npz(analysis_file, result._asdict())
+        if record is None:
             second_half = result.analysis_rmse[result.analysis_rmse.shape[0] // 2:]
             record = {"iteration": k, **scores(model, setting),
                       "analysis_rmse": float(np.mean(second_half)),

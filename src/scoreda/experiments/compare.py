@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import warnings
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -592,12 +593,15 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
 
 
 class _Store:
-    """One method's cached tuning and evaluation of one case (JSON files, atomic writes)."""
+    """One method's cached tuning and evaluation of one case: one JSON file each, written
+    atomically (a reader sees a whole file or none). A file that cannot be read back is
+    reported by a :class:`~scoreda.surrogates.train.CacheWarning` naming it, removed and
+    computed again, never trusted."""
 
     def __init__(self, case: Case, method: Method, tuning_seeds, evaluation_seeds):
         from scoreda.surrogates import train  # the cache directory and atomic JSON writer
 
-        self._write = train.write_json
+        self._write, self._warning = train.write_json, train.CacheWarning
         described = {"case": case.cache_key, "burn_in": case.burn_in, "init_std": case.init_std,
                      "divergence_bound": case.divergence_bound, "method": method.describe(),
                      "version": _version()}
@@ -606,31 +610,48 @@ class _Store:
         root = train.cache_dir() / "compare"
         self.tuning_path = root / f"tune-{key_tune}.json"
         self.result_path = root / f"eval-{key_eval}.json"
+        self.n_points = len(grid_points(method)) if method.tuning_grid() else 0
+        self.n_trials = len(evaluation_seeds)
         root.mkdir(parents=True, exist_ok=True)
 
-    def _load(self, path):
+    def _load(self, path, build):
+        """``build`` applied to the file's JSON; None when the file is absent or damaged."""
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            path.unlink()  # a damaged entry is recomputed, never trusted
+            return build(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:  # incl. JSONDecodeError
+            warnings.warn(f"damaged comparison cache entry {path} ({type(err).__name__}: {err}); "
+                          f"removed, computing it again", self._warning, stacklevel=4)
+            path.unlink(missing_ok=True)
             return None
 
     def load_tuning(self):
-        d = self._load(self.tuning_path)
-        return None if d is None else Tuning(d["points"], np.asarray(d["scores"], float), d["chosen"])
+        def build(d):
+            tuning = Tuning(d["points"], np.asarray(d["scores"], float), dict(d["chosen"]))
+            if len(tuning.points) != self.n_points or tuning.scores.shape != (self.n_points,):
+                raise ValueError(f"{len(tuning.points)} points and {tuning.scores.size} scores "
+                                 f"for a grid of {self.n_points}")
+            return tuning
+
+        return self._load(self.tuning_path, build)
 
     def save_tuning(self, tuning: Tuning):
         self._write(self.tuning_path, _tuning_json(tuning))
 
     def load_result(self):
-        d = self._load(self.result_path)
-        if d is None:
-            return None
-        arr = lambda k, dtype=float: np.asarray(d[k], dtype)
-        return MethodResult(d["knobs"], arr("rmse"), arr("spread"), arr("crps"), arr("rmse_curve"),
-                            arr("rank_counts", np.int64), arr("diverged_step", np.int64))
+        def build(d):
+            arr = lambda k, dtype=float: np.asarray(d[k], dtype)
+            result = MethodResult(dict(d["knobs"]), arr("rmse"), arr("spread"), arr("crps"),
+                                  arr("rmse_curve"), arr("rank_counts", np.int64),
+                                  arr("diverged_step", np.int64))
+            per_trial = (result.rmse, result.spread, result.crps, result.diverged_step)
+            if any(a.shape != (self.n_trials,) for a in per_trial):
+                raise ValueError(f"per-trial arrays of shapes {[a.shape for a in per_trial]} "
+                                 f"for {self.n_trials} trials")
+            return result
+
+        return self._load(self.result_path, build)
 
     def save_result(self, result: MethodResult):
         self._write(self.result_path, _result_json(result))

@@ -9,10 +9,16 @@ split, early stopping, progress, orbax checkpoints, and a cache keyed by the con
   cheap);
 * keeps the parameters of the best validation epoch and stops after ``patience`` epochs
   without improvement;
-* checkpoints every epoch with orbax under ``<cache>/<key>/`` where ``key`` hashes the full
+* checkpoints every epoch with orbax under ``<cache>/surrogates/<key>/`` where ``key`` hashes the full
   configuration (data, architecture, training, package version): a second call with the
   same configuration loads the result, an interrupted one resumes at its last epoch, and an
-  entry is never reused for, or overwritten by, a different configuration.
+  entry is never reused for, or overwritten by, a different configuration;
+* is safe against concurrent and broken runs: an entry is used under an OS lock
+  (:func:`entry_lock`; a second process waits, then loads what the first trained), is
+  complete only when its marker ``done.json``, written last, agrees with its history, and
+  a damaged entry (unreadable JSON or checkpoint, a history that disagrees with the
+  checkpoints) is never loaded: it is resumed from its last sound epoch, or moved to
+  ``<key>.damaged`` and trained again, with a :class:`CacheWarning` naming it.
 
 The cache lives in ``$SCOREDA_CACHE`` (default ``~/.cache/scoreda``). Entries hold only
 orbax array checkpoints and JSON, never pickles.
@@ -20,14 +26,25 @@ orbax array checkpoints and JSON, never pickles.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
+import shutil
+import tempfile
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no entry locks
+    fcntl = None
 
 import jax
 import jax.numpy as jnp
@@ -100,6 +117,23 @@ class CacheMismatch(RuntimeError):
     """A cache entry exists under the key but holds a different configuration."""
 
 
+class DamagedEntry(RuntimeError):
+    """A cache entry whose files cannot be trusted; the message names the entry and what is
+    wrong. :func:`train` sets such an entry aside and trains it again."""
+
+    def __init__(self, entry: Path, problem: str):
+        super().__init__(f"cache entry {entry}: {problem}")
+        self.entry, self.problem = entry, problem
+
+
+class CacheWarning(UserWarning):
+    """A damaged cache entry (or a part of it) was found, set aside and is computed again."""
+
+
+_log = logging.getLogger(__name__)
+_LOCK = ".lock"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SCOREDA_CACHE", Path.home() / ".cache" / "scoreda"))
 
@@ -113,31 +147,237 @@ def config_key(*configs, **extra) -> tuple[str, dict]:
     return hashlib.sha256(text.encode()).hexdigest()[:20], described
 
 
-def parameters_digest(model) -> str:
-    """A hash of a model's arrays (parameters and statistics), to key warm-started training."""
+def _tree_digest(tree) -> str:
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(nnx.state(model)):
+    for leaf in jax.tree.leaves(tree):
         digest.update(np.asarray(leaf).tobytes())
     return digest.hexdigest()[:20]
 
 
+def parameters_digest(model) -> str:
+    """A hash of a model's arrays (parameters and statistics), to key warm-started training."""
+    return _tree_digest(nnx.state(model))
+
+
+_HELD = threading.local()  # the entries this thread holds (the lock is not re-entrant)
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path):
+    """Hold the cache entry ``path`` exclusively: an OS lock (``flock``) on ``path/.lock``,
+    released when the block ends or the process dies. A second holder (another process or
+    thread) waits, and says so in a log line naming the entry. The lock is not re-entrant:
+    asking again for an entry this thread holds raises ``RuntimeError`` instead of waiting
+    for ever. Without ``fcntl`` (not POSIX), or in a cache that cannot be written (a
+    read-only copy), there is no lock."""
+    path = Path(path).absolute()
+    held = _HELD.__dict__.setdefault("paths", set())
+    if path in held:
+        raise RuntimeError(f"the cache entry {path} is already held by this thread "
+                           "(entry_lock is not re-entrant)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle = open(path / _LOCK, "a") if fcntl is not None else None
+    except OSError as err:
+        _log.warning("no lock for the cache entry %s (%s): reading it unlocked", path, err)
+        handle = None
+    held.add(path)
+    try:
+        if handle is None:
+            yield
+            return
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _log.warning("waiting for the cache entry %s: another process is working on it",
+                             path)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        held.discard(path)
+
+
+def read_json(entry: Path, name: str):
+    """The JSON file ``entry/name``, None when absent; :class:`DamagedEntry` (naming the file)
+    when it cannot be read."""
+    file = entry / name
+    if not file.exists():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        # (an OSError, e.g. no permission, is not damage: it propagates)
+        raise DamagedEntry(entry, f"{name} is not valid JSON ({_brief(err)})") from err
+
+
 def claim_entry(path: Path, described: dict, what: str = "cache entry") -> None:
     """Create the cache entry ``path`` for the configuration ``described``, or check that an
-    existing one holds exactly it (:class:`CacheMismatch` otherwise)."""
+    existing one holds exactly it (:class:`CacheMismatch` otherwise; :class:`DamagedEntry`
+    when its ``config.json`` is unreadable)."""
     path.mkdir(parents=True, exist_ok=True)
-    config_file = path / "config.json"
-    if config_file.exists():
-        if json.loads(config_file.read_text()) != json.loads(json.dumps(described, sort_keys=True)):
-            raise CacheMismatch(f"{what} {path} holds another configuration; remove it")
-    else:
-        write_json(config_file, described)
+    stored = read_json(path, "config.json")
+    if stored is None:
+        write_json(path / "config.json", described)
+    elif stored != json.loads(json.dumps(described, sort_keys=True)):
+        raise CacheMismatch(f"{what} {path} holds another configuration; remove it")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(binary file)`` into a uniquely named temporary file in ``path``'s folder,
+    flushed to disk, then renamed over ``path``: a reader sees the old file or the whole new
+    one, never a part. The file gets the usual permissions (umask), not mkstemp's 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, payload) -> None:
-    """Write JSON atomically (a temporary file, then a rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Write JSON atomically (a temporary file flushed to disk, then renamed over ``path``)."""
+    text = json.dumps(payload, indent=1, sort_keys=True).encode()
+    _write_atomic(path, lambda handle: handle.write(text))
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """Write numpy arrays as one ``.npz`` atomically, as :func:`write_json` does."""
+    _write_atomic(path, lambda handle: np.savez(handle, **arrays))
+
+
+def _brief(err: Exception) -> str:
+    """The error's type and the start of its message (tensorstore's run to pages)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def _set_aside(path: Path) -> Path:
+    """Move the entry's files (not its lock) to ``<path>.damaged``, replacing an older one."""
+    aside = path.with_name(path.name + ".damaged")
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for child in path.iterdir():
+        if child.name != _LOCK:
+            child.rename(aside / child.name)
+    return aside
+
+
+def _history(entry: Path, progress) -> tuple[list, list]:
+    """The history of ``progress.json`` and the digests of its epochs' checkpoints (None for
+    entries written before digests), checked to run over epochs 0, 1, ..., n - 1."""
+    if progress is None:
+        return [], []
+    try:
+        history = progress["history"]
+        epochs = [h["epoch"] for h in history]
+        [float(h["val_loss"]) for h in history]
+        digests = progress.get("digests") or [None] * len(history)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DamagedEntry(entry, f"progress.json is malformed ({_brief(err)})") from err
+    if epochs != list(range(len(history))) or len(digests) != len(history):
+        raise DamagedEntry(entry, f"progress.json's history runs over epochs {epochs}, not "
+                                  f"0..{len(history) - 1} with one checkpoint digest each")
+    return history, digests
+
+
+def _marker_problem(path: Path, n_epochs: int) -> str | None:
+    """What is wrong with the entry's ``done.json`` when ``n_epochs`` epochs are sound; None
+    when it is absent or agrees."""
+    try:
+        done = read_json(path, "done.json")
+    except DamagedEntry as err:
+        return err.problem
+    if done is not None and (not isinstance(done, dict) or done.get("epochs_run") != n_epochs):
+        return f"done.json does not count the {n_epochs} sound epochs"
+    return None
+
+
+def _restore(path: Path, manager, target):
+    """The entry's last sound epoch as ``(history, digests, state)``, or None for an entry with
+    no epoch yet.
+
+    Sound means: ``progress.json`` reads, its history runs over epochs ``0..n-1``, and the
+    checkpoint of the last epoch kept restores and matches the digest recorded for it.
+    Checkpoints after that epoch are deleted and the history is cut there (a warning names
+    what was wrong); a ``done.json`` that is unreadable or disagrees with the history is
+    removed. :class:`DamagedEntry` when epochs were recorded but none is sound.
+    """
+    history, digests = _history(path, read_json(path, "progress.json"))
+    steps = sorted(manager.all_steps(), reverse=True)
+    problems, state, sound = [], None, -1
+    for step in (s for s in steps if s < len(history)):
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as err:  # orbax / tensorstore raise many kinds
+            problems.append(f"checkpoint {step} cannot be restored ({_brief(err)})")
+            continue
+        if digests[step] is not None and _tree_digest(restored) != digests[step]:
+            problems.append(f"checkpoint {step} differs from the digest progress.json recorded")
+            continue
+        state, sound = restored, step
+        break
+    if sound < len(history) - 1 and not problems:
+        problems.append(f"progress.json has {len(history)} epochs but no checkpoint of "
+                        f"epoch {len(history) - 1}")
+    history, digests = history[:sound + 1], digests[:sound + 1]
+    marker = _marker_problem(path, len(history))
+    problems += [marker] if marker else []
+    if state is None and problems:
+        raise DamagedEntry(path, "; ".join(problems))
+    for step in steps:
+        if step > sound:
+            manager.delete(step)
+    if marker:
+        (path / "done.json").unlink()
+    if state is None:
+        return None
+    if problems:
+        warnings.warn(f"damaged cache entry {path}: {'; '.join(problems)}; resuming from epoch {sound}",
+                      CacheWarning, stacklevel=4)
+    return history, digests, state
+
+
+def _open_entry(path: Path, described: dict, target):
+    """Claim ``path`` (held under :func:`entry_lock`) and restore its last sound epoch: returns
+    the checkpoint manager and :func:`_restore`'s answer. A damaged entry is moved to
+    ``<path>.damaged`` with a :class:`CacheWarning` naming it and what is wrong, and started
+    afresh."""
+    for attempt in range(2):
+        manager = None
+        try:
+            claim_entry(path, described)
+            try:
+                manager = ocp.CheckpointManager(path / "checkpoints",
+                                                options=ocp.CheckpointManagerOptions(max_to_keep=2))
+            except Exception as err:  # orbax raises many kinds
+                raise DamagedEntry(path, f"its checkpoints cannot be opened ({_brief(err)})") from err
+            return manager, _restore(path, manager, target)
+        except DamagedEntry as err:
+            if manager is not None:
+                manager.close()
+            if attempt:
+                raise
+            aside = _set_aside(path)
+            warnings.warn(f"damaged {err}; moved it to {aside} and training it again",
+                          CacheWarning, stacklevel=3)
 
 
 def _statistics(trajectories: data_lib.Trajectories):
@@ -210,6 +450,13 @@ def train(
     ``initial_model`` warm-starts from a surrogate of the same ``model_config``: training
     begins at its parameters and keeps its normalisation statistics (a hash of its arrays
     enters the cache key). Targets are weighted by ``trajectories.weights`` when given.
+
+    The cache entry is held with :func:`entry_lock` for the whole call, so a second process
+    asking for the same entry waits and then loads what the first one trained. An entry is
+    complete when its ``done.json`` (written last) agrees with its history; each epoch is
+    recorded as an orbax checkpoint, then ``progress.json`` (history and a digest of the
+    checkpoint), both atomic. A damaged entry is never loaded: it is resumed from its last
+    sound epoch, or set aside and trained again, with a :class:`CacheWarning` naming it.
     """
     if model_config.d != data_config.d:
         raise ValueError(f"the surrogate's d ({model_config.d}) differs from the data's d ({data_config.d})")
@@ -220,90 +467,97 @@ def train(
         extra["initial_model"] = parameters_digest(initial_model)
     key, described = config_key(data_config, model_config, train_config, **extra)
     path = (cache_dir() / "surrogates" / key).absolute()
-    if cache:
-        claim_entry(path, described)
-
-    if trajectories is None:
-        trajectories = data_lib.make(data_config)
-    train_set, val_set = _split(trajectories, train_config.val_fraction, train_config.seed)
-    if initial_model is None:
-        model = create_model(model_config, seed=train_config.seed)
-        model.set_statistics(*_statistics(train_set))
-    else:
-        graphdef0, state0 = nnx.split(initial_model)
-        model = nnx.merge(graphdef0, jax.tree.map(jnp.array, state0))  # a copy
-    graphdef, params, statics = nnx.split(model, nnx.Param, ...)
-    tx = optax.adam(train_config.learning_rate)
-    opt_state = tx.init(params)
-
-    manager = None
-    start_epoch, history, best = 0, [], {"val_loss": float("inf"), "params": params, "bad": 0}
-    if cache:
-        manager = ocp.CheckpointManager(path / "checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=1))
-        if (path / "done.json").exists() or manager.latest_step() is not None:
-            step = manager.latest_step()
-            target = {"params": params, "opt_state": opt_state, "best_params": params}
-            restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-            progress_file = json.loads((path / "progress.json").read_text())
-            params, opt_state = restored["params"], restored["opt_state"]
-            best = {"val_loss": progress_file["best_val_loss"], "params": restored["best_params"],
-                    "bad": progress_file["bad_epochs"]}
-            history, start_epoch = progress_file["history"], step + 1
-            if (path / "done.json").exists():
-                manager.close()
-                return TrainedSurrogate(nnx.merge(graphdef, best["params"], statics), history, path, True)
-
-    run_batches, evaluate = _make_steps(graphdef, statics, tx, model_config.window)
-    window = model_config.window
-    train_starts = data_lib.window_starts(train_set.inputs.shape[0], train_set.inputs.shape[1], window)
-    val_starts = data_lib.window_starts(val_set.inputs.shape[0], val_set.inputs.shape[1], window)
-    rng = np.random.default_rng(train_config.seed + 1)
-    n_val = min(train_config.val_samples, val_starts.shape[0]) // train_config.batch_size
-    n_val = max(n_val, 1)
-    val_pick = rng.choice(val_starts.shape[0], size=n_val * train_config.batch_size,
-                          replace=val_starts.shape[0] < n_val * train_config.batch_size)
-    val_batches = val_starts[val_pick].reshape(n_val, train_config.batch_size, 2)
-    n_batches = train_config.samples_per_epoch // train_config.batch_size
-    chunks = max(1, min(10, n_batches))
-
-    bar = tqdm(total=train_config.epochs, initial=start_epoch, desc="training", unit="epoch",
-               disable=not progress)
-    for epoch in range(start_epoch, train_config.epochs):
-        epoch_rng = np.random.default_rng([train_config.seed, epoch])
-        pick = epoch_rng.integers(0, train_starts.shape[0], size=n_batches * train_config.batch_size)
-        batches = train_starts[pick].reshape(n_batches, train_config.batch_size, 2)
-        tic = time.perf_counter()
-        losses = []
-        for part in np.array_split(np.arange(n_batches), chunks):
-            params, opt_state, chunk_losses = run_batches(params, opt_state, train_set, batches[part])
-            losses.append(np.asarray(chunk_losses))
-        seconds = time.perf_counter() - tic
-        val_loss = float(evaluate(params, val_set, val_batches))
-        train_loss = float(np.mean(np.concatenate(losses)))
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                        "samples_per_second": n_batches * train_config.batch_size / seconds})
-        if val_loss < best["val_loss"]:
-            best = {"val_loss": val_loss, "params": params, "bad": 0}
+    with entry_lock(path) if cache else contextlib.nullcontext(), contextlib.ExitStack() as on_exit:
+        if trajectories is None:
+            trajectories = data_lib.make(data_config)
+        train_set, val_set = _split(trajectories, train_config.val_fraction, train_config.seed)
+        if initial_model is None:
+            model = create_model(model_config, seed=train_config.seed)
+            model.set_statistics(*_statistics(train_set))
         else:
-            best["bad"] += 1
-        bar.update(1)
-        bar.set_postfix(train=f"{train_loss:.2e}", val=f"{val_loss:.2e}")
-        stop = best["bad"] >= train_config.patience or epoch == train_config.epochs - 1
-        if manager is not None:
-            manager.save(epoch, args=ocp.args.StandardSave(
-                {"params": params, "opt_state": opt_state, "best_params": best["params"]}))
-            manager.wait_until_finished()
-            write_json(path / "progress.json", {"history": history, "best_val_loss": best["val_loss"],
-                                                 "bad_epochs": best["bad"]})
-            if stop:
-                write_json(path / "done.json", {"epochs_run": epoch + 1,
-                                                 "best_val_loss": best["val_loss"]})
-        if stop or (stop_after is not None and epoch + 1 - start_epoch >= stop_after):
-            break
-    bar.close()
-    if manager is not None:
-        manager.close()
-    return TrainedSurrogate(nnx.merge(graphdef, best["params"], statics), history, path, False)
+            graphdef0, state0 = nnx.split(initial_model)
+            model = nnx.merge(graphdef0, jax.tree.map(jnp.array, state0))  # a copy
+        graphdef, params, statics = nnx.split(model, nnx.Param, ...)
+        tx = optax.adam(train_config.learning_rate)
+        opt_state = tx.init(params)
+
+        manager = None
+        start_epoch, history, digests = 0, [], []
+        best = {"val_loss": float("inf"), "params": params, "bad": 0}
+        if cache:
+            target = {"params": params, "opt_state": opt_state, "best_params": params}
+            manager, sound = _open_entry(path, described, target)
+            on_exit.callback(manager.close)
+            if sound is not None:
+                history, digests, state = sound
+                params, opt_state = state["params"], state["opt_state"]
+                best_val, bad = _best_and_bad(history)
+                best = {"val_loss": best_val, "params": state["best_params"], "bad": bad}
+                start_epoch = len(history)
+                if bad >= train_config.patience or start_epoch >= train_config.epochs:
+                    if not (path / "done.json").exists():
+                        write_json(path / "done.json", {"epochs_run": start_epoch, "best_val_loss": best_val})
+                    return TrainedSurrogate(nnx.merge(graphdef, best["params"], statics), history, path, True)
+
+        run_batches, evaluate = _make_steps(graphdef, statics, tx, model_config.window)
+        window = model_config.window
+        train_starts = data_lib.window_starts(train_set.inputs.shape[0], train_set.inputs.shape[1], window)
+        val_starts = data_lib.window_starts(val_set.inputs.shape[0], val_set.inputs.shape[1], window)
+        rng = np.random.default_rng(train_config.seed + 1)
+        n_val = min(train_config.val_samples, val_starts.shape[0]) // train_config.batch_size
+        n_val = max(n_val, 1)
+        val_pick = rng.choice(val_starts.shape[0], size=n_val * train_config.batch_size,
+                              replace=val_starts.shape[0] < n_val * train_config.batch_size)
+        val_batches = val_starts[val_pick].reshape(n_val, train_config.batch_size, 2)
+        n_batches = train_config.samples_per_epoch // train_config.batch_size
+        chunks = max(1, min(10, n_batches))
+
+        bar = tqdm(total=train_config.epochs, initial=start_epoch, desc="training", unit="epoch",
+                   disable=not progress)
+        for epoch in range(start_epoch, train_config.epochs):
+            epoch_rng = np.random.default_rng([train_config.seed, epoch])
+            pick = epoch_rng.integers(0, train_starts.shape[0], size=n_batches * train_config.batch_size)
+            batches = train_starts[pick].reshape(n_batches, train_config.batch_size, 2)
+            tic = time.perf_counter()
+            losses = []
+            for part in np.array_split(np.arange(n_batches), chunks):
+                params, opt_state, chunk_losses = run_batches(params, opt_state, train_set, batches[part])
+                losses.append(np.asarray(chunk_losses))
+            seconds = time.perf_counter() - tic
+            val_loss = float(evaluate(params, val_set, val_batches))
+            train_loss = float(np.mean(np.concatenate(losses)))
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "samples_per_second": n_batches * train_config.batch_size / seconds})
+            if val_loss < best["val_loss"]:
+                best = {"val_loss": val_loss, "params": params, "bad": 0}
+            else:
+                best["bad"] += 1
+            bar.update(1)
+            bar.set_postfix(train=f"{train_loss:.2e}", val=f"{val_loss:.2e}")
+            stop = best["bad"] >= train_config.patience or epoch == train_config.epochs - 1
+            if manager is not None:
+                state = {"params": params, "opt_state": opt_state, "best_params": best["params"]}
+                manager.save(epoch, args=ocp.args.StandardSave(state))
+                manager.wait_until_finished()
+                digests.append(_tree_digest(state))
+                write_json(path / "progress.json", {"history": history, "digests": digests,
+                                                     "best_val_loss": best["val_loss"],
+                                                     "bad_epochs": best["bad"]})
+                if stop:  # the marker of a complete entry, written last
+                    write_json(path / "done.json", {"epochs_run": epoch + 1,
+                                                     "best_val_loss": best["val_loss"]})
+            if stop or (stop_after is not None and epoch + 1 - start_epoch >= stop_after):
+                break
+        bar.close()
+        return TrainedSurrogate(nnx.merge(graphdef, best["params"], statics), history, path, False)
+
+
+def _best_and_bad(history: list) -> tuple[float, int]:
+    """The best validation loss of ``history`` and the epochs since it (as the loop counts)."""
+    best, bad = float("inf"), 0
+    for h in history:
+        best, bad = (h["val_loss"], 0) if h["val_loss"] < best else (best, bad + 1)
+    return best, bad
 
 
 @functools.lru_cache(maxsize=16)

@@ -47,8 +47,11 @@ def test_kalman_filters_reach_dapper_scores_on_sakov2008(sakov2008, name, filter
 
 def test_ensf_tracks_lorenz96_with_arctan_observations():
     # 300 cycles, d = 40, every component observed through arctan with sigma = 0.05 every
-    # 5th step: EnSF must stay far below the climatological error (about 5 for two
-    # independent states) and below the free-running forecast.
+    # 5th step. Measured (time mean over steps 150-299): analysis RMSE 0.197 (0.191-0.197
+    # over filter keys 4-6), bfloat16 storage 0.195, free-running forecast 3.16. The upper
+    # bounds are about 1.5 times the measured values. The lower bound: arctan observations
+    # with sigma = 0.05 carry a state-space error sigma (1 + x^2) >= 0.05 per component
+    # (0.49 at the median |x|), so a mean error below 0.05 would mean the filter sees the truth.
     key = jax.random.key(3)
     k_truth, k_obs, k_ens = jax.random.split(key, 3)
     x0 = l96.trajectory(l96.initial_states(k_truth, 40), 1000, 0.05, save_every=1000)[-1]
@@ -63,8 +66,9 @@ def test_ensf_tracks_lorenz96_with_arctan_observations():
                             obs._replace(observed=jnp.zeros(300, bool)), ens0,
                             schedule=jnp.zeros(300, bool))
     late = slice(150, 300)
-    assert np.mean(result.analysis_rmse[late]) < 1.0
-    assert np.mean(result.analysis_rmse[late]) < 0.3 * np.mean(free.forecast_rmse[late])
+    rmse = np.mean(result.analysis_rmse[late])
+    assert 0.05 < rmse < 0.3, rmse
+    assert rmse < 0.1 * np.mean(free.forecast_rmse[late]), (rmse, np.mean(free.forecast_rmse[late]))
     # the scalar-only record is the same run
     lean = assimilate.cycle(jax.random.key(4), step, filt, truth, obs, ens0, store_states=False)
     np.testing.assert_array_equal(lean.analysis_rmse, result.analysis_rmse)
@@ -72,7 +76,7 @@ def test_ensf_tracks_lorenz96_with_arctan_observations():
     # bfloat16 storage (float32 arithmetic): members rounded to 8 mantissa bits each step
     half = assimilate.cycle(jax.random.key(4), step, filt, truth, obs, ens0.astype(jnp.bfloat16))
     assert half.final_members.dtype == jnp.bfloat16
-    assert np.mean(half.analysis_rmse[late]) < 1.0
+    assert 0.05 < np.mean(half.analysis_rmse[late]) < 0.3, np.mean(half.analysis_rmse[late])
 
 
 def test_unobserved_steps_are_free_forecasts_of_the_model():

@@ -94,7 +94,12 @@ def test_training_improves_on_persistence_and_the_cache_returns_the_same_model()
     ssp = evaluate.single_step(train.as_function(first.model), test, 20)
     ssp_mse = float(jnp.mean((ssp - test[20:]) ** 2))
     persistence = float(jnp.mean((test[19:-1] - test[20:]) ** 2))
-    assert ssp_mse < 0.7 * persistence, (ssp_mse, persistence)
+    # Measured: 0.51 of persistence on this trajectory (0.39 and 0.28 on seeds 8 and 9);
+    # persistence itself is 0.022. The upper bound 0.7 is about 1.4 times the measured
+    # ratio. The lower one: four short epochs of a 16-unit LSTM cannot be near-perfect;
+    # an error below a tenth of persistence's would point to the target leaking into the
+    # input window.
+    assert 0.1 * persistence < ssp_mse < 0.7 * persistence, (ssp_mse, persistence)
     traj = data.make_lorenz96(SMALL_DATA).inputs
     again = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
     assert again.loaded and again.history == first.history
@@ -173,8 +178,17 @@ def test_training_loop_takes_a_deeponet_on_kdv_data():
     model_cfg = deeponet.DeepONetConfig(window=5, hidden=16, basis=8, trunk_width=16, fourier_modes=4)
     result = train.train(data_cfg, model_cfg, train.TrainConfig(epochs=2, batch_size=32, samples_per_epoch=256,
                                                                val_samples=64), progress=False)
-    assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_loss"])
-    assert isinstance(result.model, deeponet.DeepONetSurrogate)
+    assert len(result.history) == 2 and isinstance(result.model, deeponet.DeepONetSurrogate)
+    # It learns: measured validation loss 1.066 after the first epoch, 0.896 after the second;
+    # on an unseen trajectory its single-step error is 0.87 against 1.44 for a flat zero
+    # field, a ratio of 0.60 (0.54 with training seed 1). The bound 0.85 is about 1.4 times
+    # that. (It is still far behind persistence, 0.028: two epochs of 256 samples.)
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"], result.history
+    test = data.make(data.KdVData(n_trajectories=1, n_steps=40, seed=5)).inputs[0]
+    ssp = evaluate.single_step(train.as_function(result.model), test, 5)
+    mse = float(jnp.mean((ssp - test[5:]) ** 2))
+    flat = float(jnp.mean(test[5:] ** 2))
+    assert mse < 0.85 * flat, (mse, flat)
 
 
 @pytest.mark.parametrize("field, value, message", [

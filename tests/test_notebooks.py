@@ -100,6 +100,7 @@ def test_book_builds_without_warnings(built_book):
     pages = ["book/intro.html", "book/bibliography.html", "book/performance.html",
              "book/theory.html", "book/reproduce.html"]
     pages += [f"notebooks/{p.stem}.html" for p in NOTEBOOKS]
+    pages += [f"book/api/{p.stem}.html" for p in (ROOT / "book" / "api").glob("*.md")]
     for page in pages:
         assert (html / page).is_file(), page
 

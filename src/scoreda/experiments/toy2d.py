@@ -31,7 +31,7 @@ class Bimodal:
     obs_std: float = 0.2
 
     def operator(self, x):
-        """:math:`h(x) = (x_1^2, x_2)`; only the first entry is observed (see :meth:`mask`)."""
+        """:math:`h(x) = (x_1^2, x_2)`; only the first entry is observed (see ``mask``)."""
         return jnp.stack([x[0] ** 2, x[1]])
 
     @property

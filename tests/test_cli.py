@@ -24,6 +24,25 @@ def test_list_shows_every_notebook_with_its_parameters():
     assert len(cli.notebooks()) >= 7
 
 
+def test_the_paper_scale_sets_only_known_parameters_with_valid_values():
+    """The sizes a notebook switches to at scale="paper" (its `if scale == "paper":` block)
+    are parameters of that notebook, with values the command line would accept; the dry run
+    prints them without executing anything."""
+    changed = {}
+    for path in cli.notebooks():
+        overrides = cli.scale_overrides(path)
+        cli.validate(path, overrides)  # SystemExit on an unknown name or a bad value
+        changed[path.stem] = overrides
+    assert changed["04_lorenz96_experiment"]["hidden"] == 128  # the paper's LSTM, 5 x 128
+    assert changed["04_lorenz96_experiment"]["layers"] == 5
+    assert changed["04_lorenz96_experiment"]["da_steps"] == 2500
+    assert changed["02_kdv"] == {} and cli.scale_overrides(cli.find_notebook("04"), "book") == {}
+    done = subprocess.run([sys.executable, "-m", "scoreda.cli", "reproduce", "--scale", "paper",
+                           "--dry-run", "04", "02"], capture_output=True, text=True, check=True)
+    assert "    layers: 1 -> 5" in done.stdout and "the same sizes at scale 'paper'" in done.stdout
+    assert "nothing was executed" in done.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["-p", "n_iteration", "3"], "no parameter n_iteration; allowed: n_steps, n_iterations"),
     (["-p", "n_iterations", "2.5"], "n_iterations must be an integer"),

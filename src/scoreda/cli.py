@@ -34,6 +34,7 @@ import platform
 import re
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -93,6 +94,21 @@ def title(path: Path) -> str:
     return path.stem
 
 
+def _local_kernel_manager():
+    """A kernel manager that talks to the kernel over local IPC sockets, not TCP: the run
+    stays on this machine (ipykernel >= 7 warns about unencrypted TCP on every start)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            # socket files "<ip>-<port>", removed by the manager when the kernel stops
+            self.ip = os.path.join(tempfile.gettempdir(), f"scoreda-kernel-{os.getpid()}")
+
+    return LocalKernelManager
+
+
 def parameters(path: Path) -> dict[str, Parameter]:
     """The assignments of the cell tagged ``parameters`` (literal values only)."""
     tagged = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -107,6 +123,37 @@ def parameters(path: Path) -> dict[str, Parameter]:
             comment = line.split("#", 1)[1].strip() if "#" in line else ""
             name = node.targets[0].id
             found[name] = Parameter(name, ast.literal_eval(node.value), comment)
+    return found
+
+
+def scale_overrides(path: Path, scale: str = "paper") -> dict[str, Any]:
+    """What ``scale`` changes in the notebook: the literal assignments (tuple unpacking
+    included) under its ``if scale == "paper":`` block, read from the source, not executed.
+    Empty for a notebook whose sizes do not depend on the scale."""
+    found = {}
+    for cell in _cells(path):
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse("".join(cell["source"]))
+        except SyntaxError:  # IPython magics: not a scale block
+            continue
+        for node in tree.body:
+            test = node.test if isinstance(node, ast.If) else None
+            if not (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+                    and test.left.id == "scale" and isinstance(test.ops[0], ast.Eq)
+                    and isinstance(test.comparators[0], ast.Constant)
+                    and test.comparators[0].value == scale):
+                continue
+            for stmt in node.body:
+                if not isinstance(stmt, ast.Assign):
+                    continue
+                target, value = stmt.targets[0], stmt.value
+                if isinstance(target, ast.Name):
+                    found[target.id] = ast.literal_eval(value)
+                elif isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+                    for t, v in zip(target.elts, value.elts):
+                        found[t.id] = ast.literal_eval(v)
     return found
 
 
@@ -219,9 +266,10 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
     _write(record_file, record)
     restore = _sigterm_as_interrupt()
     try:
+        local = {"kernel_manager_class": _local_kernel_manager()} if os.name == "posix" else {}
         papermill.execute_notebook(str(path), str(output), parameters=overrides,
                                    cwd=str(path.parent), kernel_name="python3",
-                                   progress_bar=progress)
+                                   progress_bar=progress, **local)
     except KeyboardInterrupt:
         _write(record_file, record | {"status": "interrupted", "ended": _now()})
         raise
@@ -283,10 +331,28 @@ def _run(args) -> int:
     return 0
 
 
+def _dry_run(chosen: list[Path], scale: str) -> int:
+    """Print what each notebook would run at ``scale``: its parameters that the scale changes
+    (from the notebook's ``if scale == ...`` block), and where the run would go."""
+    for path in chosen:
+        defaults = {name: p.default for name, p in parameters(path).items()}
+        changed = scale_overrides(path, scale)
+        print(f"{path.stem}: {title(path)}")
+        if not changed:
+            print(f"    the same sizes at scale {scale!r}")
+        for name, value in changed.items():
+            before = defaults.get(name, "(computed)")
+            print(f"    {name}: {before!r} -> {value!r}")
+    print("dry run: nothing was executed (no time estimate yet: see book/reproduce.md)")
+    return 0
+
+
 def _reproduce(args) -> int:
     chosen = [find_notebook(n) for n in args.notebooks] if args.notebooks else notebooks()
     for path in chosen:
         validate(path, {"scale": args.scale})
+    if args.dry_run:
+        return _dry_run(chosen, args.scale)
     for path in chosen:
         folder = Path(args.runs) / args.scale / path.stem
         if args.resume and (folder / "run.json").exists() and \
@@ -316,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = sub.add_parser("reproduce", help="run every notebook at one scale")
     reproduce.add_argument("--scale", choices=["book", "paper"], default="paper")
     reproduce.add_argument("notebooks", nargs="*", help="only these (default: all)")
+    reproduce.add_argument("--dry-run", action="store_true",
+                           help="print each notebook's sizes at this scale; run nothing")
     reproduce.set_defaults(func=_reproduce)
 
     for command in (run, reproduce):

@@ -13,7 +13,14 @@ def x64():
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory):
-    """The book built once per session with warnings as errors: ``(returncode, log, html dir)``."""
+    """The book built once per test run with warnings as errors: ``(returncode, log, html dir)``.
+
+    Under pytest-xdist every worker has its own session; the first to ask builds the book in
+    the run's shared temporary folder while holding a file lock, the others wait and reuse
+    that build."""
+    import fcntl
+    import json
+    import os
     import shutil
     import subprocess
     import sys
@@ -23,9 +30,16 @@ def built_book(tmp_path_factory):
     if jb is None:
         pytest.skip("jupyter-book is not installed (install the [book] extra)")
     root = Path(__file__).resolve().parent.parent
-    out = tmp_path_factory.mktemp("book")
-    result = subprocess.run(
-        [jb, "build", str(root), "--path-output", str(out), "--all", "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=900,
-    )
-    return result.returncode, result.stdout[-4000:] + result.stderr[-4000:], out / "_build" / "html"
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's folder
+    out, record = shared / "built-book", shared / "built-book.json"
+    with open(shared / "built-book.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not record.exists():
+            result = subprocess.run(
+                [jb, "build", str(root), "--path-output", str(out), "--all", "-W", "-n",
+                 "--keep-going"], capture_output=True, text=True, timeout=900)
+            record.write_text(json.dumps(
+                [result.returncode, result.stdout[-4000:] + result.stderr[-4000:]]))
+        returncode, log = json.loads(record.read_text())
+    return returncode, log, out / "_build" / "html"

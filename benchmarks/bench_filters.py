@@ -125,7 +125,7 @@ def main():
         f"Measured on {m['cpu_count']} CPU cores, JAX {m['jax']} ({m['device']}), float32, "
         "best of 3 after compilation; NumPy peer in the same run.",
         "",
-        "## EnSF analysis (arctan observation, sigma = 0.01, 500 pseudo-time steps)",
+        "### EnSF analysis (arctan observation, sigma = 0.01, 500 pseudo-time steps)",
         "",
         markdown_table(
             ["prior", "d", "N", "scoreda", "NumPy", "speed-up", "ns per element-step"],
@@ -140,14 +140,14 @@ def main():
         f"paired step's state through memory (read z and x, write z: 12 bytes per element) "
         f"would take {floor_ns:.2f} ns per element-step; the blocked kernel keeps each block "
         f"in cache for all 500 steps, so it is bound by arithmetic instead "
-        f"({ensf_rows[3]['ns_per_element_step']:.2f} ns at d = 10^6, "
+        f"({ensf_rows[3]['ns_per_element_step']:.2f} ns at d = 10⁶, "
         f"{ensf_rows[3]['ns_per_element_step'] / floor_ns:.1f} times the streaming time).",
         "",
         f"Mixture estimator, d = {mem['d']:,}, N = {mem['N']}: compiled peak temporary memory "
         f"{mem['temp_bytes'] / 2**20:.1f} MiB, against {mem['nnd_bytes'] / 2**20:.0f} MiB for one "
         "(N, N, d) float32 array.",
         "",
-        "## Kalman filters on DAPPER's Lorenz-96 benchmark (Sakov 2008: d = 40, dt = 0.05, R = I)",
+        "### Kalman filters on DAPPER's Lorenz-96 benchmark (Sakov 2008: d = 40, dt = 0.05, R = I)",
         "",
         "1200 cycles, RMSE averaged over the last 1000.",
         "",

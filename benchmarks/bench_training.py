@@ -1,6 +1,6 @@
 """Surrogate training throughput (samples per second) of the book's networks, in one run.
 
-- the paper's LSTM (window 20, 5 layers of 128, d = 20) and the book-scale one (2 x 64);
+- the paper's LSTM (window 20, 5 layers of 128, d = 20) and chapter 4's book-scale one (1 x 32, well-posed);
 - the periodic convolutional surrogate of the DA-inside-training chapter (d = 40, window 1);
 - the KdV DeepONet (window 5, 100 sensors).
 
@@ -18,8 +18,8 @@ from scoreda.surrogates import conv, data, deeponet, lstm, train
 CASES = [
     ("LSTM, paper (5 x 128)", data.Lorenz96Data(n_trajectories=20, n_steps=500),
      lstm.LSTMConfig(d=20, window=20, hidden=128, layers=5)),
-    ("LSTM, book (2 x 64)", data.Lorenz96Data(n_trajectories=20, n_steps=500),
-     lstm.LSTMConfig(d=20, window=20, hidden=64, layers=2, well_posed=True)),
+    ("LSTM, book (1 x 32)", data.Lorenz96Data(n_trajectories=20, n_steps=500),
+     lstm.LSTMConfig(d=20, window=20, hidden=32, layers=1, well_posed=True)),
     ("periodic conv (3 x 32)", data.Lorenz96Data(n_trajectories=20, n_steps=500, dt=0.05, d=40),
      conv.ConvConfig(d=40)),
     ("DeepONet (KdV)", data.KdVData(n_trajectories=4, n_steps=200), deeponet.DeepONetConfig()),

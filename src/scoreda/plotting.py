@@ -5,20 +5,22 @@ from __future__ import annotations
 import matplotlib as mpl
 import numpy as np
 
-#: Colours of the quantities the book compares, the same on every page.
+#: Colours of the quantities the book compares, the same on every page: colour-blind safe
+#: (Okabe & Ito's palette, with Tol's indigo, wine and teal for the rest). A method's
+#: variants share its colour and differ by line style (:func:`line_style`).
 COLORS = {
     "truth": "black",
-    "SSP": "#4c72b0",
-    "LTP": "#dd8452",
-    "EnSF": "#55a868",
-    "EnSF mixture": "#2a9d8f",
-    "EnKF": "#c44e52",
-    "EnKF (inflated)": "#c9a227",
-    "ETKF": "#8172b3",
-    "LETKF": "#937860",
+    "SSP": "#56b4e9",
+    "LTP": "#d55e00",
+    "EnSF": "#009e73",
+    "EnSF mixture": "#009e73",
+    "EnKF": "#cc79a7",
+    "EnKF (inflated)": "#882255",
+    "ETKF": "#332288",
+    "LETKF": "#e69f00",
     "EnSF-G": "#0072b2",
-    "EnSF-LR": "#e69f00",
-    "observation": "#da8bc3",
+    "EnSF-LR": "#44aa99",
+    "observation": "#777777",
 }
 
 STYLE = {

@@ -20,22 +20,28 @@ def is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def positive(name: str, value) -> None:
-    """Raise ``ValueError`` unless the scalar ``value`` is finite and > 0."""
+def _scalar(name: str, value, ok, allowed: str) -> None:
+    """Raise ``ValueError`` unless the concrete ``value`` is a finite scalar with ``ok(value)``."""
     if not is_concrete(value):
         return
     v = np.asarray(value)
-    if v.ndim != 0 or not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if v.ndim != 0 or not np.isfinite(v) or not ok(v):
+        raise ValueError(f"{name} must be a finite number{allowed}, got {value!r}")
+
+
+def positive(name: str, value) -> None:
+    """Raise ``ValueError`` unless the scalar ``value`` is finite and > 0."""
+    _scalar(name, value, lambda v: v > 0, " > 0")
 
 
 def non_negative(name: str, value) -> None:
     """Raise ``ValueError`` unless the scalar ``value`` is finite and >= 0."""
-    if not is_concrete(value):
-        return
-    v = np.asarray(value)
-    if v.ndim != 0 or not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    _scalar(name, value, lambda v: v >= 0, " >= 0")
+
+
+def finite_scalar(name: str, value) -> None:
+    """Raise ``ValueError`` unless the concrete ``value`` is a finite scalar (any sign)."""
+    _scalar(name, value, lambda v: True, "")
 
 
 def integer(name: str, value, minimum: int = 0) -> int:
@@ -61,8 +67,7 @@ def finite(name: str, x) -> None:
     """Raise ``ValueError`` if the concrete array ``x`` holds NaN or infinity."""
     if not is_concrete(x):
         return
-    ok = all_finite(x)
-    if not ok:
+    if not all_finite(x):
         raise ValueError(f"{name} must be finite everywhere; it contains NaN or infinity")
 
 
@@ -137,15 +142,6 @@ def masked_observation(y, mask, dtype):
     y = jnp.asarray(y, dtype)
     mask = jnp.asarray(mask, bool)
     return jnp.where(mask, y, jnp.zeros((), dtype))
-
-
-def finite_scalar(name: str, value) -> None:
-    """Raise ``ValueError`` unless the concrete ``value`` is a finite scalar (any sign)."""
-    if not is_concrete(value):
-        return
-    v = np.asarray(value)
-    if v.ndim != 0 or not np.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def boolean_mask(name: str, mask) -> None:

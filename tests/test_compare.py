@@ -175,3 +175,34 @@ def test_a_damaged_comparison_cache_entry_is_named_and_computed_again(tmp_path, 
     np.testing.assert_array_equal(again.tunings["ETKF"].scores, first.tunings["ETKF"].scores)
     np.testing.assert_array_equal(again.results["ETKF"].rmse, first.results["ETKF"].rmse)
     assert {f: f.read_text() for f in stored} == stored
+
+
+def test_an_interrupted_comparison_resumes_within_a_stage_with_the_same_numbers(tmp_path, monkeypatch):
+    case = twin.case(dataclasses.replace(SMALL, n_cycles=60, burn_in=10))
+    method = compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.1, 1.3)})
+    run = lambda: compare.compare(case, [method], tuning_seeds=[101, 102], evaluation_seeds=[0, 1],
+                                  progress=False)
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "uninterrupted"))
+    whole = run()
+
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "interrupted"))
+    real, calls = assimilate.cycle_batch, []
+
+    def stopping(*args, **kwargs):  # 6 tuning runs in batches of 2: stop in the third batch
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare.assimilate, "cycle_batch", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    runs, = (tmp_path / "interrupted" / "compare").glob("tune-*.runs")
+    assert len(list(runs.glob("*.npz"))) == 4  # the two finished batches
+    calls.clear()
+    resumed = run()
+    assert len(calls) == 2  # the last tuning batch and the evaluation, nothing twice
+    np.testing.assert_array_equal(resumed.tunings["ETKF"].scores, whole.tunings["ETKF"].scores)
+    np.testing.assert_array_equal(resumed.results["ETKF"].rmse, whole.results["ETKF"].rmse)
+    np.testing.assert_array_equal(resumed.results["ETKF"].rank_counts, whole.results["ETKF"].rank_counts)
+    assert not list((tmp_path / "interrupted" / "compare").glob("*.runs"))  # removed once stored

@@ -209,8 +209,49 @@ def validate(path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
 def versions() -> dict[str, str]:
     import jax
 
-    return {"scoreda": scoreda.__version__, "jax": jax.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+    found = {"scoreda": scoreda.__version__, "jax": jax.__version__,
+             "python": platform.python_version(), "platform": platform.platform()}
+    commit = _git_commit()
+    if commit:
+        found["commit"] = commit
+    return found
+
+
+def _git_commit() -> str | None:
+    """The repository's commit the package runs from (``+`` if its tracked files differ)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run ran on: processor, cores JAX may use, memory, JAX's devices."""
+    import jax
+
+    found = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+             "devices": [str(d) for d in jax.devices()]}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                found["processor"] = line.split(":", 1)[1].strip()
+                break
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        found["memory_gib"] = round(pages * size / 2**30, 1)
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        found["cores_available"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    return found
 
 
 def glued_values(executed: dict) -> dict[str, Any]:
@@ -261,8 +302,13 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
     if not resume:  # a forced rerun must not leave the old run's results beside the new record
         (folder / "results.json").unlink(missing_ok=True)
     output = folder / path.name
-    record = {"notebook": path.name, "parameters": overrides, "versions": versions(),
+    record = {"notebook": path.name, "parameters": overrides,
+              "effective_parameters": {name: p.default for name, p in parameters(path).items()}
+              | scale_overrides(path, overrides.get("scale", "book")) | overrides,
+              "versions": versions(), "machine": machine(), "command": _command(),
               "started": _now(), "status": "running"}
+    if resume:
+        record["resumed_from"] = json.loads(record_file.read_text())
     _write(record_file, record)
     restore = _sigterm_as_interrupt()
     try:
@@ -286,6 +332,14 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
                                      "versions": record["versions"],
                                      "values": glued_values(executed)})
     return folder
+
+
+def _command() -> str:
+    """The command line of this process, as typed (``scoreda ...``)."""
+    import shlex
+
+    return " ".join(["scoreda"] + [shlex.quote(a) for a in sys.argv[1:]]) \
+        if Path(sys.argv[0]).name == "scoreda" else " ".join(shlex.quote(a) for a in sys.argv)
 
 
 def _sigterm_as_interrupt():
@@ -331,9 +385,24 @@ def _run(args) -> int:
     return 0
 
 
-def _dry_run(chosen: list[Path], scale: str) -> int:
+def _minutes(seconds: float) -> str:
+    if seconds < 600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 60:,.0f} min" if seconds < 5400 else f"{seconds / 3600:,.1f} h"
+
+
+def effective_parameters(path: Path, scale: str) -> dict[str, Any]:
+    """Every parameter of the notebook at ``scale``: its defaults with the scale's changes."""
+    return {name: p.default for name, p in parameters(path).items()} | scale_overrides(path, scale)
+
+
+def _dry_run(chosen: list[Path], scale: str, estimate: bool = True) -> int:
     """Print what each notebook would run at ``scale``: its parameters that the scale changes
-    (from the notebook's ``if scale == ...`` block), and where the run would go."""
+    (from the notebook's ``if scale == ...`` block), and, where the chapter has an estimator
+    (:mod:`scoreda.experiments.cost`), its stages priced by a short calibration here."""
+    from scoreda.experiments import cost
+
+    total = 0.0
     for path in chosen:
         defaults = {name: p.default for name, p in parameters(path).items()}
         changed = scale_overrides(path, scale)
@@ -343,7 +412,16 @@ def _dry_run(chosen: list[Path], scale: str) -> int:
         for name, value in changed.items():
             before = defaults.get(name, "(computed)")
             print(f"    {name}: {before!r} -> {value!r}")
-    print("dry run: nothing was executed (no time estimate yet: see book/reproduce.md)")
+        stages = cost.estimate(path.stem, effective_parameters(path, scale)) if estimate else None
+        if stages:
+            print("    estimated on this machine (empty cache; compilation not counted):")
+            for stage in stages:
+                print(f"      {stage.name:26s} {_minutes(stage.seconds):>9s}  {stage.detail}")
+            chapter = sum(s.seconds for s in stages)
+            total += chapter
+            print(f"      {'in all':26s} {_minutes(chapter):>9s}")
+    print("dry run: nothing was executed"
+          + (f"; the estimated chapters take {_minutes(total)} here" if total else ""))
     return 0
 
 
@@ -352,7 +430,7 @@ def _reproduce(args) -> int:
     for path in chosen:
         validate(path, {"scale": args.scale})
     if args.dry_run:
-        return _dry_run(chosen, args.scale)
+        return _dry_run(chosen, args.scale, estimate=not args.no_estimate)
     for path in chosen:
         folder = Path(args.runs) / args.scale / path.stem
         if args.resume and (folder / "run.json").exists() and \
@@ -383,7 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--scale", choices=["book", "paper"], default="paper")
     reproduce.add_argument("notebooks", nargs="*", help="only these (default: all)")
     reproduce.add_argument("--dry-run", action="store_true",
-                           help="print each notebook's sizes at this scale; run nothing")
+                           help="print each notebook's sizes at this scale and the estimated "
+                           "time of chapters 4 and 5 (a calibration of about a minute); run nothing")
+    reproduce.add_argument("--no-estimate", action="store_true",
+                           help="with --dry-run: sizes only, no calibration")
     reproduce.set_defaults(func=_reproduce)
 
     for command in (run, reproduce):

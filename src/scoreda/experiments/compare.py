@@ -33,7 +33,10 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import shutil
 import warnings
+import zipfile
+from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -439,14 +442,18 @@ def _is_static(value) -> bool:
 
 
 def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[int],
-         points: Sequence[dict], progress: bool, batch_size: int | None = None
-         ) -> list[assimilate.BatchResult]:
+         points: Sequence[dict], progress: bool, batch_size: int | None = None,
+         finished: "_Runs | None" = None) -> list[assimilate.BatchResult]:
     """Cycle every (point, trial) pair; returns one :class:`BatchResult` per point whose
     batch axis runs over ``trials``.
 
     Runs that share their static knobs go through one compiled cycle in batches of
     ``batch_size`` runs (default: the number of trials; the last batch is padded with
     repeats), so tuning and evaluation reuse one compilation and memory stays bounded.
+    With ``finished``, runs found there are loaded instead of cycled and every batch is
+    saved there as soon as it is done: an interrupted stage resumes at its first unfinished
+    batch. Each run's result depends only on its point and trial (its key is the trial's),
+    so a resumed stage gives the numbers of an uninterrupted one.
     """
     n_trials = len(trials)
     batch_size = n_trials if batch_size is None else batch_size
@@ -461,7 +468,14 @@ def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[in
         filter_fn = _bound_filter(method, case.obs, dict(static_items))
         dynamic = [k for k in members[0][1] if k not in dict(static_items)]
         filter_names = [k for k in dynamic if k not in registry.CYCLE_KNOBS]
-        runs = [(i, knobs, t) for i, knobs in members for t in range(n_trials)]
+        runs = []
+        for i, knobs in members:
+            for t in range(n_trials):
+                row = finished.load(points[i], seeds[t]) if finished else None
+                if row is None:
+                    runs.append((i, knobs, t))
+                else:
+                    rows[i, t] = row
         for start in range(0, len(runs), batch_size):
             chunk = runs[start:start + batch_size]
             padded = chunk + [chunk[0]] * (batch_size - len(chunk))
@@ -477,7 +491,9 @@ def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[in
                 filter_kwargs={k: values[k] for k in filter_names},
                 divergence_bound=case.divergence_bound, progress=progress)
             for j, (i, _, t) in enumerate(chunk):
-                rows[i, t] = jax.tree.map(lambda a: a[j], out)
+                rows[i, t] = jax.tree.map(lambda a: np.asarray(a[j]), out)
+                if finished:
+                    finished.save(points[i], seeds[t], rows[i, t])
     return [jax.tree.map(lambda *r: np.stack(r), *[rows[i, t] for t in range(n_trials)])
             for i in range(len(points))]
 
@@ -502,7 +518,8 @@ def grid_points(method: Method) -> list[dict]:
 
 
 def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = False,
-         trials: Sequence[Trial] | None = None, batch_size: int | None = None) -> Tuning:
+         trials: Sequence[Trial] | None = None, batch_size: int | None = None,
+         finished: "_Runs | None" = None) -> Tuning:
     """Score every grid point of ``method`` on the trials ``seeds`` (mean time-averaged RMSE,
     ``inf`` if any trial diverged) and choose the lowest; if every point diverged, choose the
     one whose divergences came latest on average (marked ‡ in :meth:`Comparison.table`)."""
@@ -511,7 +528,7 @@ def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = F
         return Tuning([], np.zeros(0), dict(method.knobs))
     points = grid_points(method)
     trials = [case.make_trial(s) for s in seeds] if trials is None else trials
-    outs = _run(case, method, trials, seeds, points, progress, batch_size)
+    outs = _run(case, method, trials, seeds, points, progress, batch_size, finished)
     scores, survival = [], []
     for out in outs:
         rmse = _time_averages(case, out)[0]
@@ -528,10 +545,11 @@ def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = F
 
 
 def evaluate(case: Case, method: Method, knobs: dict, seeds: Sequence[int], *,
-             progress: bool = False, trials: Sequence[Trial] | None = None) -> MethodResult:
+             progress: bool = False, trials: Sequence[Trial] | None = None,
+             finished: "_Runs | None" = None) -> MethodResult:
     """Run ``method`` with ``knobs`` on the evaluation trials ``seeds``."""
     trials = [case.make_trial(s) for s in seeds] if trials is None else trials
-    out = _run(case, method, trials, seeds, [dict(knobs)], progress)[0]
+    out = _run(case, method, trials, seeds, [dict(knobs)], progress, finished=finished)[0]
     rmse, spread, crps = _time_averages(case, out)
     ok = out.diverged_step < 0
     curve = (np.mean(out.analysis_rmse[ok], axis=0) if ok.any()
@@ -547,7 +565,10 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
 
     The two seed sets must be disjoint. ``reference`` (default: the first method) is what
     the table's paired differences are taken against. With ``cache`` and a
-    ``case.cache_key``, each method's tuning and evaluation are stored as JSON and reused.
+    ``case.cache_key``, each method's tuning and evaluation are stored as JSON and reused,
+    and until a stage is stored its finished batches of runs are kept (one ``.npz`` per run
+    in a folder beside the stage's JSON, removed once the JSON is written), so an
+    interrupted comparison resumes within a method, not only between methods.
     """
     tuning_seeds, evaluation_seeds = tuple(int(s) for s in tuning_seeds), tuple(int(s) for s in evaluation_seeds)
     if set(tuning_seeds) & set(evaluation_seeds):
@@ -573,16 +594,19 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
             if method.tuning_grid() and tune_trials is None:
                 tune_trials = [case.make_trial(s) for s in tuning_seeds]
             tuning = tune(case, method, tuning_seeds, trials=tune_trials,
-                          batch_size=len(evaluation_seeds))
+                          batch_size=len(evaluation_seeds), finished=store and store.tuning_runs)
             if store:
                 store.save_tuning(tuning)
+                store.tuning_runs.clear()
         result = store.load_result() if store else None
         if result is None:
             if eval_trials is None:
                 eval_trials = [case.make_trial(s) for s in evaluation_seeds]
-            result = evaluate(case, method, tuning.chosen, evaluation_seeds, trials=eval_trials)
+            result = evaluate(case, method, tuning.chosen, evaluation_seeds, trials=eval_trials,
+                              finished=store and store.result_runs)
             if store:
                 store.save_result(result)
+                store.result_runs.clear()
         tunings[method.label], results[method.label] = tuning, result
     return Comparison(case.name, reference, {m.label: m for m in methods}, tunings, results,
                       tuning_seeds, evaluation_seeds)
@@ -602,6 +626,7 @@ class _Store:
         from scoreda.surrogates import train  # the cache directory and atomic JSON writer
 
         self._write, self._warning = train.write_json, train.CacheWarning
+        self._write_npz = train.write_npz
         described = {"case": case.cache_key, "burn_in": case.burn_in, "init_std": case.init_std,
                      "divergence_bound": case.divergence_bound, "method": method.describe(),
                      "version": _version()}
@@ -610,6 +635,8 @@ class _Store:
         root = train.cache_dir() / "compare"
         self.tuning_path = root / f"tune-{key_tune}.json"
         self.result_path = root / f"eval-{key_eval}.json"
+        self.tuning_runs = _Runs(root / f"tune-{key_tune}.runs", self._write_npz, self._warning)
+        self.result_runs = _Runs(root / f"eval-{key_eval}.runs", self._write_npz, self._warning)
         self.n_points = len(grid_points(method)) if method.tuning_grid() else 0
         self.n_trials = len(evaluation_seeds)
         root.mkdir(parents=True, exist_ok=True)
@@ -655,6 +682,38 @@ class _Store:
 
     def save_result(self, result: MethodResult):
         self._write(self.result_path, _result_json(result))
+
+
+class _Runs:
+    """The finished runs of one unfinished stage (a method's tuning or evaluation on one
+    case): ``<stage>.runs/<digest of point and trial>.npz``, each a :class:`BatchResult`
+    row. A file that cannot be read back is named in a warning, removed and run again."""
+
+    def __init__(self, folder: Path, write_npz: Callable, warning: type):
+        self.folder, self._write_npz, self._warning = folder, write_npz, warning
+
+    def _path(self, point: Mapping, seed: int) -> Path:
+        return self.folder / f"{_digest({'point': _jsonable(point), 'seed': int(seed)})}.npz"
+
+    def load(self, point: Mapping, seed: int) -> assimilate.BatchResult | None:
+        path = self._path(point, seed)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as stored:
+                return assimilate.BatchResult(**{f: stored[f] for f in assimilate.BatchResult._fields})
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            warnings.warn(f"damaged comparison run {path} ({type(err).__name__}: {err}); "
+                          "removed, running it again", self._warning, stacklevel=4)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, point: Mapping, seed: int, row: assimilate.BatchResult) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write_npz(self._path(point, seed), row._asdict())
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _floats(a):

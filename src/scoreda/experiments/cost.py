@@ -1,0 +1,230 @@
+r"""What a chapter will cost before it runs: its work counted from its parameters, priced by
+a short calibration on this machine.
+
+The long chapters spend their time in three kinds of work, each timed here once per
+setting, after compilation:
+
+- **training**: samples per second of one surrogate architecture (two short epochs of the
+  real training loop on a small data set; the second epoch's rate);
+- **forecasts**: one forecast step of an ``N``-member ensemble (the surrogate's batched
+  forward pass, or the exact model);
+- **analyses**: one analysis of each filter at ``(N, d)`` with its knobs.
+
+A cycle of ``T`` steps costs :math:`T\,(t_\text{forecast} + f_\text{obs}\,t_\text{analysis})`,
+with :math:`f_\text{obs} = 15/20` the share of observed steps. A comparison case runs, per
+method, every grid point on every tuning trial and its chosen point on every reported trial.
+Training is priced at its full number of epochs (early stopping can only shorten it), and
+nothing already in the cache is subtracted: the estimate is for an empty cache.
+Compilation and data generation are not counted; they add minutes, not hours.
+
+:func:`estimate` dispatches on the chapter (``"04"``, ``"05"``); the dry run of
+``scoreda reproduce`` prints its stages.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: share of DA steps that carry observations (the paper's 15 observed / 5 forecast-only)
+OBSERVED_SHARE = 15 / 20
+
+
+class Stage(NamedTuple):
+    """One stage of a chapter: what it does and its estimated seconds on this machine."""
+
+    name: str
+    seconds: float
+    detail: str
+
+
+def seconds_per_call(fn: Callable, *args, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn(*args)`` after one untimed call (which
+    compiles); the result is blocked on, so asynchronous dispatch is included."""
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - tic)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def training_rate(model_config, batch_size: int) -> float:
+    """Training samples per second of ``model_config`` at ``batch_size`` (whole steps: window
+    gathering, forward, backward, Adam), measured on a small data set without the cache."""
+    from scoreda.surrogates import data, lstm, train
+
+    if isinstance(model_config, lstm.LSTMConfig):
+        data_config = data.Lorenz96Data(n_trajectories=4, n_steps=200, d=model_config.d)
+    else:
+        data_config = data.KdVData(n_trajectories=2, n_steps=50)
+    config = train.TrainConfig(epochs=2, batch_size=batch_size, samples_per_epoch=4 * batch_size,
+                               val_samples=batch_size, patience=5)
+    result = train.train(data_config, model_config, config, cache=False, progress=False,
+                         trajectories=data.make(data_config))
+    return float(result.history[-1]["samples_per_second"])
+
+
+@functools.lru_cache(maxsize=None)
+def forecast_seconds(model_config, n_members: int) -> float:
+    """Seconds of one forecast step of ``n_members`` histories through a freshly initialised
+    surrogate (the cost does not depend on the parameters' values)."""
+    from scoreda.surrogates import train
+
+    predict = train.as_function(train.create_model(model_config))
+    histories = jnp.zeros((n_members, model_config.window, model_config.d), jnp.float32)
+    return seconds_per_call(predict, histories)
+
+
+def exact_forecast_seconds(system, n_members: int) -> float:
+    """Seconds of one exact-model step of ``n_members`` states of ``system``."""
+    step = jax.jit(jax.vmap(system.true_step))
+    return seconds_per_call(step, jnp.ones((n_members, system.d), jnp.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def analysis_seconds(filter_name: str, n_members: int, d: int, knobs: tuple = ()) -> float:
+    """Seconds of one arctan-observed analysis of ``filter_name`` (registry name) with
+    ``knobs`` (a tuple of pairs) at ensemble size ``n_members`` and dimension ``d``."""
+    from scoreda.filters import registry
+
+    analysis = registry.get(filter_name).bind(obs="arctan", **dict(knobs))
+    ensemble = jax.random.normal(jax.random.key(0), (n_members, d), jnp.float32)
+    y = jnp.arctan(ensemble.mean(axis=0))
+    run = jax.jit(lambda e, y: analysis(jax.random.key(1), e, y, 0.01))
+    return seconds_per_call(run, ensemble, y)
+
+
+class MethodWork(NamedTuple):
+    """One method of a comparison case: its filter, the knobs that set its cost, and how
+    many grid points it tunes (1 for a fixed method)."""
+
+    filter: str
+    knobs: tuple
+    grid_points: int
+
+
+def comparison_seconds(methods: list[MethodWork], *, n_members: int, d: int, n_steps: int,
+                       n_tuning: int, n_trials: int, forecast: float) -> float:
+    """Seconds of one comparison case: per method, ``grid_points * n_tuning`` tuning runs
+    (none for a fixed method) and ``n_trials`` reported runs, each ``n_steps`` cycles."""
+    total = 0.0
+    for m in methods:
+        runs = (m.grid_points * n_tuning if m.grid_points > 1 else 0) + n_trials
+        step = forecast + OBSERVED_SHARE * analysis_seconds(m.filter, n_members, d, m.knobs)
+        total += runs * n_steps * step
+    return total
+
+
+def _grid(*axes) -> int:
+    return int(np.prod([len(a) for a in axes]))
+
+
+def _methods(p: Mapping, with_authors: bool, tuned_enkf: bool) -> list[MethodWork]:
+    """The methods of chapters 4 and 5's ``methods_for``: tuned EnSF, the authors' EnSF
+    (where run), the authors' EnKF, a tuned EnKF (chapter 4 only) and the tuned LETKF."""
+    ensf = ("n_steps", p["ensf_steps"]), ("integrator", "exponential")
+    authors = ("n_steps", 500), ("integrator", "euler")
+    enkf = [MethodWork("EnKF", (), _grid(p["inflation_grid"], p["model_error_grid"]))]
+    return ([MethodWork("EnSF", ensf, len(p["eps_b_grid"]))]
+            + ([MethodWork("EnSF", authors, 1)] if with_authors else [])
+            + [MethodWork("EnKF", (), 1)] + (enkf if tuned_enkf else [])
+            + [MethodWork("LETKF", (("radius", max(p["radius_grid"])),),
+                          _grid(p["inflation_grid"], p["radius_grid"], p["model_error_grid"]))])
+
+
+def _chapter_04(p: Mapping) -> list[Stage]:
+    """Mirror of chapter 4's loops (six surrogates; full and partial observation of every
+    case in the comparison plus the true model; the methods of ``methods_for``)."""
+    from scoreda.experiments import lorenz96 as ex
+    from scoreda.surrogates import lstm, train
+
+    stages = []
+    model = lstm.LSTMConfig(d=20, window=ex.WINDOW, hidden=p["hidden"], layers=p["layers"])
+    batch = train.TrainConfig().batch_size
+    rate = training_rate(model, batch)
+    samples = 6 * p["epochs"] * p["samples_per_epoch"]
+    stages.append(Stage("training", samples / rate,
+                        f"6 LSTMs {p['layers']} x {p['hidden']}, {samples:,} samples at {rate:,.0f}/s"))
+    n_steps = p["da_steps"] - ex.WINDOW + 1
+    n = p["n_members"]
+    forecast_nn = forecast_seconds(model, n)
+    forecast_true = exact_forecast_seconds(ex.SYSTEM, n)
+    # single-step errors: every test window of the six surrogates in batches of n; free
+    # rollouts (LTP): one history at a time, for each surrogate in the comparison
+    one = forecast_seconds(model, 1)
+    compared = p["well_posed_in_comparison"] + p["faithful_in_comparison"]
+    ssp = 6 * p["n_trials"] * (n_steps / n) * forecast_nn
+    ltp = len(compared) * p["n_trials"] * n_steps * one
+    stages.append(Stage("SSP and LTP", ssp + ltp,
+                        f"{p['n_trials']} test trajectories of {p['da_steps']} steps"))
+    methods = functools.partial(_methods, p, tuned_enkf=True)
+
+    sizes = dict(n_members=n, d=20, n_steps=n_steps, n_tuning=len(p["tuning_seeds"]),
+                 n_trials=p["n_trials"])
+    seconds = sum(2 * comparison_seconds(methods(scenario in p["authors_setting_in"]),
+                                         forecast=forecast_nn, **sizes) for scenario in compared)
+    stages.append(Stage("comparison, surrogates", seconds,
+                        f"{len(compared)} surrogates x 2 observation networks, N = {n}, "
+                        f"{n_steps} steps, {p['n_trials']} + {len(p['tuning_seeds'])} trials; "
+                        f"one {n}-member forecast {forecast_nn * 1e3:.1f} ms"))
+    stages.append(Stage("comparison, true model",
+                        2 * comparison_seconds(methods("truth" in p["authors_setting_in"]),
+                                               forecast=forecast_true, **sizes),
+                        "2 observation networks"))
+    return stages
+
+
+def _chapter_05(p: Mapping) -> list[Stage]:
+    """Mirror of chapter 5's loops (three DeepONets; five cases; the methods of
+    ``methods_for``; the convergence check of the standard case)."""
+    from scoreda.experiments import kdv as ex
+    from scoreda.surrogates import train
+
+    model = ex.SurrogateSpec().model_config()
+    rate = training_rate(model, 128)
+    samples = 3 * p["epochs"] * p["samples_per_epoch"]
+    stages = [Stage("training", samples / rate,
+                    f"3 DeepONets, {samples:,} samples at {rate:,.0f}/s")]
+    n, d = p["n_members"], ex.SYSTEM.d
+    n_steps = p["da_steps"] - ex.WINDOW + 1
+    forecast_nn = forecast_seconds(model, n)
+    forecast_true = exact_forecast_seconds(ex.SYSTEM, n)
+    methods = functools.partial(_methods, p, tuned_enkf=False)
+
+    sizes = dict(n_members=n, d=d, n_steps=n_steps, n_tuning=len(p["tuning_seeds"]),
+                 n_trials=p["n_trials"])
+    cases = ["standard", "insufficient data", "noisy data", "partial observation"]
+    seconds = sum(comparison_seconds(methods(c in p["authors_setting_in"]), forecast=forecast_nn,
+                                     **sizes) for c in cases)
+    stages.append(Stage("comparison, surrogates", seconds,
+                        f"4 cases, N = {n}, {n_steps} steps, {p['n_trials']} + "
+                        f"{len(p['tuning_seeds'])} trials; one {n}-member forecast "
+                        f"{forecast_nn * 1e3:.1f} ms"))
+    stages.append(Stage("comparison, exact solver",
+                        comparison_seconds(methods("exact solver" in p["authors_setting_in"]),
+                                           forecast=forecast_true, **sizes),
+                        f"one {n}-member solver step {forecast_true * 1e3:.1f} ms"))
+    check = len(p["tuning_seeds"]) * n_steps * sum(
+        forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, d, (("n_steps", k), ("integrator", i)))
+        for i, k in [("exponential", k) for k in p["convergence_steps"]] + [("euler", 500)])
+    stages.append(Stage("EnSF step convergence", check, f"steps {p['convergence_steps']} and Euler 500"))
+    return stages
+
+
+ESTIMATORS: dict[str, Callable[[Mapping], list[Stage]]] = {"04": _chapter_04, "05": _chapter_05}
+
+
+def estimate(chapter: str, parameters: Mapping) -> list[Stage] | None:
+    """The stages of ``chapter`` (its two-digit prefix) at ``parameters`` (every parameter of
+    its ``parameters`` cell, the scale's changes applied), priced on this machine; None for a
+    chapter without an estimator."""
+    estimator = ESTIMATORS.get(chapter[:2])
+    return None if estimator is None else estimator(dict(parameters))

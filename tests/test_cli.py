@@ -41,6 +41,12 @@ def test_the_paper_scale_sets_only_known_parameters_with_valid_values():
                            "--dry-run", "04", "02"], capture_output=True, text=True, check=True)
     assert "    layers: 1 -> 5" in done.stdout and "the same sizes at scale 'paper'" in done.stdout
     assert "nothing was executed" in done.stdout
+    # chapter 4 is priced stage by stage (chapter 2 has no estimator), in hours or minutes
+    estimate = done.stdout.split("estimated on this machine", 1)[1]
+    for stage in ("training", "SSP and LTP", "comparison, surrogates", "comparison, true model", "in all"):
+        assert re.search(rf"^ +{re.escape(stage)} +[\d.,]+ (min|h)", estimate, re.M), stage
+    assert "6 LSTMs 5 x 128" in estimate and "windows every 10 steps" in estimate
+    assert done.stdout.count("estimated on this machine") == 1
 
 
 @pytest.mark.parametrize("args, message", [
@@ -136,6 +142,16 @@ def test_same_configuration_and_seed_give_identical_results_and_a_run_resumes(tm
     a, b = (json.loads((tmp_path / run / "results.json").read_text()) for run in "ab")
     assert a["parameters"] == SMALL_06 and a["versions"]["scoreda"] and a["versions"]["jax"]
     assert len(a["values"]) > 20 and a["values"] == b["values"]
-    assert json.loads((tmp_path / "a" / "run.json").read_text())["status"] == "completed"
+    record = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert record["status"] == "completed"
+    # the interrupted attempt is kept, so the record's time covers both attempts
+    attempt, = record["earlier_attempts"]
+    assert attempt["status"] == "interrupted" and attempt["started"] <= attempt["ended"] <= record["started"]
+    assert record["effective_parameters"] == cli.effective_parameters(path) | SMALL_06
+    assert record["command"] and record["machine"]["cpu_count"] >= 1
+    from scoreda.experiments import records
+    assert records.check(tmp_path / "a") == []
+    done = records.Record(tmp_path / "a", record, a)
+    assert done.summary()["attempts"] == 2 and done.wall_seconds() > 0
     with pytest.raises(SystemExit, match="is complete"):
         cli.run_notebook(path, {}, tmp_path / "a", resume=True, progress=False)

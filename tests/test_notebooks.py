@@ -43,6 +43,8 @@ SMALL = {
     "08_closing_the_gap.ipynb": dict(n_cycles=30, burn_in=10, n_trials=2, tuning_seeds=[101],
                                      ensf_steps=20, known_answer_members=200,
                                      regimes=["linear, half observed"]),
+    "09_paper_numbers.ipynb": dict(thinning_strides=[1, 10], thinning_seeds=[0], thinning_trajectories=8,
+                                   thinning_epochs=1, thinning_samples=1024, thinning_tests=2),
 }
 
 #: notebooks that tests/test_cli.py already runs through papermill with SMALL's parameters

@@ -225,7 +225,9 @@ def _git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        # changed tracked files, or new files where the code and the chapters live
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all",
+                                "--", ":/src", ":/notebooks", ":/pyproject.toml"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -260,9 +262,12 @@ def glued_values(executed: dict) -> dict[str, Any]:
     for cell in executed["cells"]:
         for output in cell.get("outputs", []):
             record = output.get("metadata", {}).get("scrapbook")
-            if record:
-                text = output["data"].get(record["mime_prefix"] + "text/plain")
-                values[record["name"]] = parse_value("".join(text)) if text else None
+            if record:  # Markdown (a verdict) as its text, anything else as its plain text
+                data, prefix = output["data"], record["mime_prefix"]
+                markdown = data.get(prefix + "text/markdown")
+                text = data.get(prefix + "text/plain")
+                values[record["name"]] = ("".join(markdown) if markdown
+                                          else parse_value("".join(text)) if text else None)
     return values
 
 
@@ -303,19 +308,24 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
         (folder / "results.json").unlink(missing_ok=True)
     output = folder / path.name
     record = {"notebook": path.name, "parameters": overrides,
-              "effective_parameters": {name: p.default for name, p in parameters(path).items()}
-              | scale_overrides(path, overrides.get("scale", "book")) | overrides,
+              "effective_parameters": effective_parameters(path, overrides.get("scale", "book"))
+              | overrides,
               "versions": versions(), "machine": machine(), "command": _command(),
               "started": _now(), "status": "running"}
-    if resume:
-        record["resumed_from"] = json.loads(record_file.read_text())
+    if resume:  # the earlier attempts' times, so that the record says what the run cost
+        previous = json.loads(record_file.read_text())
+        record["earlier_attempts"] = previous.get("earlier_attempts", []) + [
+            {k: previous[k] for k in ("started", "ended", "status") if k in previous}]
     _write(record_file, record)
     restore = _sigterm_as_interrupt()
     try:
         local = {"kernel_manager_class": _local_kernel_manager()} if os.name == "posix" else {}
+        # a paper-scale run echoes the notebook's own output (stage bars) as it comes
+        echo = ({"stdout_file": sys.stdout, "stderr_file": sys.stderr}
+                if progress and overrides.get("scale") == "paper" else {})
         papermill.execute_notebook(str(path), str(output), parameters=overrides,
                                    cwd=str(path.parent), kernel_name="python3",
-                                   progress_bar=progress, **local)
+                                   progress_bar=progress, **local, **echo)
     except KeyboardInterrupt:
         _write(record_file, record | {"status": "interrupted", "ended": _now()})
         raise
@@ -391,9 +401,11 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:,.0f} min" if seconds < 5400 else f"{seconds / 3600:,.1f} h"
 
 
-def effective_parameters(path: Path, scale: str) -> dict[str, Any]:
-    """Every parameter of the notebook at ``scale``: its defaults with the scale's changes."""
-    return {name: p.default for name, p in parameters(path).items()} | scale_overrides(path, scale)
+def effective_parameters(path: Path, scale: str = "book") -> dict[str, Any]:
+    """Every parameter of the notebook at ``scale``: its defaults with the scale's changes
+    (and ``scale`` itself, for a notebook that has it)."""
+    found = {name: p.default for name, p in parameters(path).items()}
+    return found | scale_overrides(path, scale) | ({"scale": scale} if "scale" in found else {})
 
 
 def _dry_run(chosen: list[Path], scale: str, estimate: bool = True) -> int:

@@ -590,20 +590,24 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
         bar.set_postfix_str(method.label)
         store = _Store(case, method, tuning_seeds, evaluation_seeds) if cache and case.cache_key else None
         tuning = store.load_tuning() if store else None
+        if tuning is not None:
+            store.tuning_runs.clear()  # runs left by a crash between storing and clearing
         if tuning is None:
             if method.tuning_grid() and tune_trials is None:
                 tune_trials = [case.make_trial(s) for s in tuning_seeds]
-            tuning = tune(case, method, tuning_seeds, trials=tune_trials,
+            tuning = tune(case, method, tuning_seeds, trials=tune_trials, progress=progress,
                           batch_size=len(evaluation_seeds), finished=store and store.tuning_runs)
             if store:
                 store.save_tuning(tuning)
                 store.tuning_runs.clear()
         result = store.load_result() if store else None
+        if result is not None:
+            store.result_runs.clear()
         if result is None:
             if eval_trials is None:
                 eval_trials = [case.make_trial(s) for s in evaluation_seeds]
             result = evaluate(case, method, tuning.chosen, evaluation_seeds, trials=eval_trials,
-                              finished=store and store.result_runs)
+                              progress=progress, finished=store and store.result_runs)
             if store:
                 store.save_result(result)
                 store.result_runs.clear()

@@ -24,6 +24,7 @@ Compilation and data generation are not counted; they add minutes, not hours.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Callable, Mapping, NamedTuple
 
@@ -33,6 +34,8 @@ import numpy as np
 
 #: share of DA steps that carry observations (the paper's 15 observed / 5 forecast-only)
 OBSERVED_SHARE = 15 / 20
+#: the knobs that set the cost of EnSF in the authors' setting (500 Euler steps)
+AUTHORS_ENSF = (("n_steps", 500), ("integrator", "euler"))
 
 
 class Stage(NamedTuple):
@@ -103,21 +106,33 @@ def analysis_seconds(filter_name: str, n_members: int, d: int, knobs: tuple = ()
 
 
 class MethodWork(NamedTuple):
-    """One method of a comparison case: its filter, the knobs that set its cost, and how
-    many grid points it tunes (1 for a fixed method)."""
+    """One method of a comparison case: its filter, the knobs that set its cost, the number
+    of points of its tuning grid (0 for a fixed method) and how many compiled groups they
+    fall into (points that differ in a static knob, the LETKF's radius, are run apart)."""
 
     filter: str
     knobs: tuple
     grid_points: int
+    static_groups: int = 1
+
+
+def tuning_runs(method: MethodWork, n_tuning: int, batch: int) -> int:
+    """Cycles the harness runs to tune ``method``: each static group's ``points * n_tuning``
+    runs go in batches of ``batch`` (the number of reported trials), the last one padded
+    with repeats that cost as much as the rest (:func:`scoreda.experiments.compare.compare`)."""
+    if not method.grid_points:
+        return 0
+    per_group = method.grid_points // method.static_groups * n_tuning
+    return method.static_groups * math.ceil(per_group / batch) * batch
 
 
 def comparison_seconds(methods: list[MethodWork], *, n_members: int, d: int, n_steps: int,
                        n_tuning: int, n_trials: int, forecast: float) -> float:
-    """Seconds of one comparison case: per method, ``grid_points * n_tuning`` tuning runs
-    (none for a fixed method) and ``n_trials`` reported runs, each ``n_steps`` cycles."""
+    """Seconds of one comparison case: per method, its tuning runs (:func:`tuning_runs`) and
+    ``n_trials`` reported runs, each ``n_steps`` cycles."""
     total = 0.0
     for m in methods:
-        runs = (m.grid_points * n_tuning if m.grid_points > 1 else 0) + n_trials
+        runs = tuning_runs(m, n_tuning, n_trials) + n_trials
         step = forecast + OBSERVED_SHARE * analysis_seconds(m.filter, n_members, d, m.knobs)
         total += runs * n_steps * step
     return total
@@ -127,32 +142,37 @@ def _grid(*axes) -> int:
     return int(np.prod([len(a) for a in axes]))
 
 
-def _methods(p: Mapping, with_authors: bool, tuned_enkf: bool) -> list[MethodWork]:
+def _methods(p: Mapping, with_authors: bool, tuned_kalman=("LETKF",)) -> list[MethodWork]:
     """The methods of chapters 4 and 5's ``methods_for``: tuned EnSF, the authors' EnSF
-    (where run), the authors' EnKF, a tuned EnKF (chapter 4 only) and the tuned LETKF."""
-    ensf = ("n_steps", p["ensf_steps"]), ("integrator", "exponential")
-    authors = ("n_steps", 500), ("integrator", "euler")
-    enkf = [MethodWork("EnKF", (), _grid(p["inflation_grid"], p["model_error_grid"]))]
-    return ([MethodWork("EnSF", ensf, len(p["eps_b_grid"]))]
-            + ([MethodWork("EnSF", authors, 1)] if with_authors else [])
-            + [MethodWork("EnKF", (), 1)] + (enkf if tuned_enkf else [])
-            + [MethodWork("LETKF", (("radius", max(p["radius_grid"])),),
-                          _grid(p["inflation_grid"], p["radius_grid"], p["model_error_grid"]))])
+    (where run), the authors' EnKF and the tuned Kalman filters (``tuned_kalman``)."""
+    kalman = {"EnKF": MethodWork("EnKF", (), _grid(p["inflation_grid"], p["model_error_grid"])),
+              "LETKF": MethodWork("LETKF", (("radius", max(p["radius_grid"])),),
+                                  _grid(p["inflation_grid"], p["radius_grid"], p["model_error_grid"]),
+                                  len(p["radius_grid"]))}
+    return ([MethodWork("EnSF", _tuned_ensf(p), len(p["eps_b_grid"]))]
+            + ([MethodWork("EnSF", AUTHORS_ENSF, 0)] if with_authors else [])
+            + [MethodWork("EnKF", (), 0)] + [kalman[k] for k in tuned_kalman])
+
+
+def _tuned_ensf(p: Mapping) -> tuple:
+    return ("n_steps", p["ensf_steps"]), ("integrator", "exponential")
 
 
 def _chapter_04(p: Mapping) -> list[Stage]:
-    """Mirror of chapter 4's loops (six surrogates; full and partial observation of every
-    case in the comparison plus the true model; the methods of ``methods_for``)."""
+    """Mirror of chapter 4's loops (six surrogates; each observation network of every case
+    in the comparison plus the true model; the methods of ``methods_for``; the single run
+    of the paper's printed case)."""
     from scoreda.experiments import lorenz96 as ex
     from scoreda.surrogates import lstm, train
 
     stages = []
     model = lstm.LSTMConfig(d=20, window=ex.WINDOW, hidden=p["hidden"], layers=p["layers"])
-    batch = train.TrainConfig().batch_size
-    rate = training_rate(model, batch)
+    rate = training_rate(model, train.TrainConfig().batch_size)
     samples = 6 * p["epochs"] * p["samples_per_epoch"]
+    stride = p.get("window_stride", 1)
     stages.append(Stage("training", samples / rate,
-                        f"6 LSTMs {p['layers']} x {p['hidden']}, {samples:,} samples at {rate:,.0f}/s"))
+                        f"6 LSTMs {p['layers']} x {p['hidden']}, {samples:,} samples at {rate:,.0f}/s"
+                        + (f", windows every {stride} steps" if stride > 1 else "")))
     n_steps = p["da_steps"] - ex.WINDOW + 1
     n = p["n_members"]
     forecast_nn = forecast_seconds(model, n)
@@ -165,20 +185,26 @@ def _chapter_04(p: Mapping) -> list[Stage]:
     ltp = len(compared) * p["n_trials"] * n_steps * one
     stages.append(Stage("SSP and LTP", ssp + ltp,
                         f"{p['n_trials']} test trajectories of {p['da_steps']} steps"))
-    methods = functools.partial(_methods, p, tuned_enkf=True)
-
+    methods = functools.partial(_methods, p, tuned_kalman=p["tuned_kalman"])
+    n_obs = len(p["observations"])
     sizes = dict(n_members=n, d=20, n_steps=n_steps, n_tuning=len(p["tuning_seeds"]),
                  n_trials=p["n_trials"])
-    seconds = sum(2 * comparison_seconds(methods(scenario in p["authors_setting_in"]),
-                                         forecast=forecast_nn, **sizes) for scenario in compared)
+    seconds = sum(n_obs * comparison_seconds(methods(scenario in p["authors_setting_in"]),
+                                             forecast=forecast_nn, **sizes) for scenario in compared)
+    # the single runs drawn: the tuned EnSF's picture and the paper's printed run (both of
+    # the SA paper-faithful surrogate under full observation)
+    if "SA" in p["faithful_in_comparison"] and "full" in p["observations"]:
+        seconds += n_steps * (forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, 20, _tuned_ensf(p)))
+        if "SA" in p["authors_setting_in"]:
+            seconds += n_steps * (forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, 20, AUTHORS_ENSF))
     stages.append(Stage("comparison, surrogates", seconds,
-                        f"{len(compared)} surrogates x 2 observation networks, N = {n}, "
+                        f"{len(compared)} surrogates x {n_obs} observation networks, N = {n}, "
                         f"{n_steps} steps, {p['n_trials']} + {len(p['tuning_seeds'])} trials; "
                         f"one {n}-member forecast {forecast_nn * 1e3:.1f} ms"))
     stages.append(Stage("comparison, true model",
-                        2 * comparison_seconds(methods("truth" in p["authors_setting_in"]),
-                                               forecast=forecast_true, **sizes),
-                        "2 observation networks"))
+                        n_obs * comparison_seconds(methods("truth" in p["authors_setting_in"]),
+                                                   forecast=forecast_true, **sizes),
+                        f"{n_obs} observation networks"))
     return stages
 
 
@@ -197,13 +223,17 @@ def _chapter_05(p: Mapping) -> list[Stage]:
     n_steps = p["da_steps"] - ex.WINDOW + 1
     forecast_nn = forecast_seconds(model, n)
     forecast_true = exact_forecast_seconds(ex.SYSTEM, n)
-    methods = functools.partial(_methods, p, tuned_enkf=False)
+    # single-step errors of the three surrogates (batched) and one free rollout each
+    ssp_ltp = 3 * p["n_trials"] * (n_steps / n) * forecast_nn + 3 * n_steps * forecast_seconds(model, 1)
+    stages.append(Stage("SSP and LTP", ssp_ltp, f"{p['n_trials']} test trajectories of {p['da_steps']} snapshots"))
+    methods = functools.partial(_methods, p)
 
     sizes = dict(n_members=n, d=d, n_steps=n_steps, n_tuning=len(p["tuning_seeds"]),
                  n_trials=p["n_trials"])
     cases = ["standard", "insufficient data", "noisy data", "partial observation"]
     seconds = sum(comparison_seconds(methods(c in p["authors_setting_in"]), forecast=forecast_nn,
                                      **sizes) for c in cases)
+    seconds += n_steps * (forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, d, _tuned_ensf(p)))  # the picture
     stages.append(Stage("comparison, surrogates", seconds,
                         f"4 cases, N = {n}, {n_steps} steps, {p['n_trials']} + "
                         f"{len(p['tuning_seeds'])} trials; one {n}-member forecast "

@@ -1,0 +1,104 @@
+"""The committed records of long runs (``scoreda run`` / ``scoreda reproduce`` folders), and
+the numbers the stored, executed chapters glued: what "The paper's numbers beside ours"
+sets side by side.
+
+A record folder holds ``run.json`` (parameters, the effective parameters after the scale's
+changes, versions and commit, machine, command, start and end, earlier interrupted
+attempts) and ``results.json`` (every value the notebook glued). :func:`load` reads every
+record folder under a directory; :func:`check` says what makes a record unusable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+
+class Record(NamedTuple):
+    """One finished run: its folder, ``run.json`` and ``results.json``."""
+
+    folder: Path
+    run: dict
+    results: dict
+
+    @property
+    def chapter(self) -> str:
+        """The notebook's two-digit prefix (``"05"``)."""
+        return self.run["notebook"][:2]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.results["values"]
+
+    def wall_seconds(self) -> float:
+        """Seconds from start to end, summed over this attempt and any earlier interrupted
+        ones (a resumed run reuses their finished work, so its cost is the sum). An attempt
+        killed without a word (no end recorded) is not counted: see :meth:`summary`."""
+        attempts = self.run.get("earlier_attempts", []) + [self.run]
+        return sum(_seconds(a["started"], a["ended"]) for a in attempts
+                   if "started" in a and "ended" in a)
+
+    def summary(self) -> dict[str, Any]:
+        """What a reader needs to trust the record: command, commit, machine, dates, time."""
+        machine = self.run.get("machine", {})
+        return {"notebook": self.run["notebook"], "command": self.run.get("command", ""),
+                "commit": self.run["versions"].get("commit", "?"),
+                "scoreda": self.run["versions"]["scoreda"], "jax": self.run["versions"]["jax"],
+                "machine": f"{machine.get('processor', '?')}, {machine.get('cores_available', '?')} "
+                           f"cores, {machine.get('memory_gib', '?')} GiB, {', '.join(machine.get('devices', []))}",
+                "started": self.run["started"], "ended": self.run["ended"],
+                "attempts": 1 + len(self.run.get("earlier_attempts", [])),
+                "attempts_without_end": sum("ended" not in a for a in self.run.get("earlier_attempts", [])),
+                "hours": self.wall_seconds() / 3600}
+
+
+def _seconds(start: str, end: str) -> float:
+    return (_dt.datetime.fromisoformat(end) - _dt.datetime.fromisoformat(start)).total_seconds()
+
+
+def check(folder: Path) -> list[str]:
+    """The reasons ``folder`` is not a usable record (empty when it is)."""
+    problems = []
+    for name in ("run.json", "results.json"):
+        if not (folder / name).is_file():
+            problems.append(f"{folder}: no {name}")
+    if problems:
+        return problems
+    run, results = (json.loads((folder / n).read_text()) for n in ("run.json", "results.json"))
+    if run.get("status") != "completed":
+        problems.append(f"{folder}: run status {run.get('status')!r}, not 'completed'")
+    for key in ("notebook", "parameters", "versions"):
+        if run.get(key) != results.get(key):
+            problems.append(f"{folder}: run.json and results.json differ in {key}")
+    for key in ("effective_parameters", "machine", "command", "started", "ended"):
+        if key not in run:
+            problems.append(f"{folder}: run.json has no {key}")
+    if not results.get("values"):
+        problems.append(f"{folder}: results.json holds no values")
+    return problems
+
+
+def load(directory: Path | str) -> dict[str, Record]:
+    """Every record folder under ``directory``, by chapter prefix; a folder that
+    :func:`check` refuses raises ``ValueError`` naming what is wrong."""
+    found = {}
+    for folder in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
+        problems = check(folder)
+        if problems:
+            raise ValueError("; ".join(problems))
+        record = Record(folder, *(json.loads((folder / n).read_text())
+                                  for n in ("run.json", "results.json")))
+        if record.chapter in found:
+            raise ValueError(f"two records of chapter {record.chapter}: {found[record.chapter].folder.name} "
+                             f"and {folder.name}; keep one")
+        found[record.chapter] = record
+    return found
+
+
+def book_values(notebook: Path | str) -> dict[str, Any]:
+    """The values a stored, executed notebook glued (the book's numbers at its defaults)."""
+    from scoreda.cli import glued_values
+
+    return glued_values(json.loads(Path(notebook).read_text()))

@@ -1,0 +1,126 @@
+"""Paper scale: thinned training windows, the cost model's counting, and the committed
+records of paper-scale runs (their parameters are ``--scale paper``'s in the current code,
+and the page "The paper's numbers beside ours" shows their numbers, not others)."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scoreda import cli
+from scoreda.experiments import compare, cost, records, twin
+from scoreda.surrogates import data, lstm, train
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "book" / "paper_scale"
+PAGE = ROOT / "notebooks" / "09_paper_numbers.ipynb"
+
+
+def test_a_window_stride_draws_only_the_thinned_windows_and_keeps_old_cache_keys():
+    config = data.Lorenz96Data(n_trajectories=6, n_steps=80)
+    clean = data.make(config)
+    window, stride = 5, 10
+    # targets NaN wherever a window starting at a step that is not a multiple of the
+    # stride would read them: a training that draws such a window gets a NaN loss
+    steps = np.arange(clean.targets.shape[1])
+    poisoned = np.where(((steps - window) % stride != 0)[None, :, None], np.nan, clean.targets)
+    trajectories = data.Trajectories(clean.inputs, poisoned)
+    model = lstm.LSTMConfig(d=20, window=window, hidden=8, layers=1)
+    run = lambda s: train.train(config, model, train.TrainConfig(epochs=1, batch_size=32,
+                                samples_per_epoch=256, window_stride=s), cache=False,
+                                progress=False, trajectories=trajectories)
+    assert np.isfinite(run(stride).history[0]["train_loss"])
+    assert np.isnan(run(1).history[0]["train_loss"])
+    # the default stride leaves the key of an entry trained before the field existed
+    plain = train.TrainConfig()
+    described = {k: v for k, v in dataclasses.asdict(plain).items() if k != "window_stride"}
+    key, hashed = train.config_key(plain)
+    assert hashed["TrainConfig"] == described
+    assert train.config_key(dataclasses.replace(plain, window_stride=10))[0] != key
+    with pytest.raises(ValueError, match="window_stride"):
+        train.TrainConfig(window_stride=0)
+
+
+def test_the_cost_model_counts_the_cycles_the_harness_runs(tmp_path, monkeypatch):
+    """Padded batches included: tuning runs go in batches of the number of reported trials,
+    a one-point grid is still tuned, a fixed method is not."""
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    case = twin.case(twin.TwinConfig(d=20, n_cycles=30, burn_in=5, n_members=10))
+    methods = [compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.05, 1.3)}),
+               compare.Method("ETKF one point", "ETKF", grid={"inflation": (1.1,)}),
+               compare.Method("ETKF fixed", "ETKF", knobs={"inflation": 1.3}, grid={}),
+               compare.Method("LETKF", "LETKF", grid={"inflation": (1.0, 1.1), "radius": (2.0, 4.0)})]
+    rows = []
+    real = compare.assimilate.cycle_batch
+    monkeypatch.setattr(compare.assimilate, "cycle_batch",
+                        lambda keys, *a, **k: rows.append(keys.shape[0]) or real(keys, *a, **k))
+    compare.compare(case, methods, tuning_seeds=[101, 102], evaluation_seeds=range(4), progress=False)
+    monkeypatch.setattr(cost, "analysis_seconds", lambda *a, **k: 0.004)
+    work = [cost.MethodWork("ETKF", (), 3), cost.MethodWork("ETKF", (), 1), cost.MethodWork("ETKF", (), 0),
+            cost.MethodWork("LETKF", (), 4, static_groups=2)]
+    counted = [cost.tuning_runs(m, n_tuning=2, batch=4) for m in work]
+    assert counted == [8, 4, 0, 8]  # 6 runs in two batches of 4; 2 in one; none; 2 x (2 x 2)
+    assert sum(rows) == sum(counted) + 4 * len(methods)
+    seconds = cost.comparison_seconds(work, n_members=10, d=20, n_steps=30, n_tuning=2,
+                                      n_trials=4, forecast=0.001)
+    assert seconds == pytest.approx(sum(rows) * 30 * (0.001 + cost.OBSERVED_SHARE * 0.004))
+
+
+def test_a_record_is_refused_unless_finished_and_whole(tmp_path):
+    folder = tmp_path / "05_kdv_experiment"
+    folder.mkdir()
+    run = {"notebook": "05_kdv_experiment.ipynb", "parameters": {"scale": "paper"},
+           "versions": {"scoreda": "x", "jax": "y"}, "effective_parameters": {}, "machine": {},
+           "command": "scoreda reproduce --scale paper 05", "status": "running",
+           "started": "2026-11-29T10:00:00+00:00", "ended": "2026-11-29T11:30:00+00:00",
+           "earlier_attempts": [{"started": "2026-11-28T10:00:00+00:00",
+                                 "ended": "2026-11-28T10:30:00+00:00", "status": "interrupted"}]}
+    (folder / "run.json").write_text(json.dumps(run))
+    assert records.check(folder) == [f"{folder}: no results.json"]
+    results = {k: run[k] for k in ("notebook", "parameters", "versions")} | {"values": {"n_cases": 4}}
+    (folder / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="'running'"):
+        records.load(tmp_path)
+    (folder / "run.json").write_text(json.dumps(run | {"status": "completed"}))
+    record = records.load(tmp_path)["05"]
+    assert record.values == {"n_cases": 4}
+    assert record.wall_seconds() == pytest.approx(2 * 3600)  # 1.5 h now, 0.5 h before
+    assert record.summary()["attempts"] == 2
+
+
+def _committed():
+    return sorted(p for p in RECORDS.iterdir() if p.is_dir()) if RECORDS.is_dir() else []
+
+
+def test_paper_scale_records_are_committed():
+    assert _committed(), f"no paper-scale record in {RECORDS}"
+
+
+@pytest.mark.parametrize("folder", _committed(), ids=lambda p: p.name)
+def test_a_record_ran_with_the_current_paper_scale(folder):
+    assert records.check(folder) == []
+    run = json.loads((folder / "run.json").read_text())
+    notebook = ROOT / "notebooks" / run["notebook"]
+    assert run["parameters"] == {"scale": "paper"}
+    assert run["effective_parameters"] == cli.effective_parameters(notebook, "paper"), \
+        f"{folder.name} was run with other sizes than --scale paper has now: run it again"
+    assert run["versions"].get("commit"), "the record names no commit"
+
+
+def test_the_page_shows_the_records_numbers():
+    found = records.load(RECORDS)
+    glued = records.book_values(PAGE)
+    shown = {name: value for name, value in glued.items() if name.startswith("rec_")}
+    assert shown, "the page shows no number from a record"
+    for name, value in shown.items():
+        _, chapter, key = name.split("_", 2)
+        assert chapter in found, f"{name}: no record of chapter {chapter}"
+        expected = found[chapter].values[key]
+        if isinstance(expected, float):
+            assert value == pytest.approx(expected, rel=1e-12, nan_ok=True), name
+        else:
+            assert value == expected, name
+    # and every record the page could show is shown
+    assert {name.split("_", 2)[1] for name in shown} == set(found)

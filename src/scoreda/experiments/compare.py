@@ -519,7 +519,7 @@ def grid_points(method: Method) -> list[dict]:
 
 def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = False,
          trials: Sequence[Trial] | None = None, batch_size: int | None = None,
-         finished: "_Runs | None" = None) -> Tuning:
+         finished=None) -> Tuning:
     """Score every grid point of ``method`` on the trials ``seeds`` (mean time-averaged RMSE,
     ``inf`` if any trial diverged) and choose the lowest; if every point diverged, choose the
     one whose divergences came latest on average (marked ‡ in :meth:`Comparison.table`)."""
@@ -546,8 +546,9 @@ def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = F
 
 def evaluate(case: Case, method: Method, knobs: dict, seeds: Sequence[int], *,
              progress: bool = False, trials: Sequence[Trial] | None = None,
-             finished: "_Runs | None" = None) -> MethodResult:
-    """Run ``method`` with ``knobs`` on the evaluation trials ``seeds``."""
+             finished=None) -> MethodResult:
+    """Run ``method`` with ``knobs`` on the evaluation trials ``seeds`` (``finished``: a
+    stage's store of finished runs, as :func:`compare` keeps them; None runs everything)."""
     trials = [case.make_trial(s) for s in seeds] if trials is None else trials
     out = _run(case, method, trials, seeds, [dict(knobs)], progress, finished=finished)[0]
     rmse, spread, crps = _time_averages(case, out)

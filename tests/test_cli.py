@@ -147,6 +147,7 @@ def test_same_configuration_and_seed_give_identical_results_and_a_run_resumes(tm
     # the interrupted attempt is kept, so the record's time covers both attempts
     attempt, = record["earlier_attempts"]
     assert attempt["status"] == "interrupted" and attempt["started"] <= attempt["ended"] <= record["started"]
+    assert attempt["commit"] == record["versions"].get("commit")  # each attempt says what code ran
     assert record["effective_parameters"] == cli.effective_parameters(path) | SMALL_06
     assert record["command"] and record["machine"]["cpu_count"] >= 1
     from scoreda.experiments import records

@@ -315,7 +315,8 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
     if resume:  # the earlier attempts' times, so that the record says what the run cost
         previous = json.loads(record_file.read_text())
         record["earlier_attempts"] = previous.get("earlier_attempts", []) + [
-            {k: previous[k] for k in ("started", "ended", "status") if k in previous}]
+            {k: previous[k] for k in ("started", "ended", "status") if k in previous}
+            | {"commit": previous.get("versions", {}).get("commit")}]
     _write(record_file, record)
     restore = _sigterm_as_interrupt()
     try:

@@ -648,15 +648,9 @@ class _Store:
 
     def _load(self, path, build):
         """``build`` applied to the file's JSON; None when the file is absent or damaged."""
-        if not path.exists():
-            return None
-        try:
-            return build(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:  # incl. JSONDecodeError
-            warnings.warn(f"damaged comparison cache entry {path} ({type(err).__name__}: {err}); "
-                          f"removed, computing it again", self._warning, stacklevel=4)
-            path.unlink(missing_ok=True)
-            return None
+        return _read_or_discard(path, lambda p: build(json.loads(p.read_text())), self._warning,
+                                "damaged comparison cache entry {path} ({error}); removed, computing it again",
+                                (ValueError, KeyError, TypeError, UnicodeDecodeError))  # incl. JSONDecodeError
 
     def load_tuning(self):
         def build(d):
@@ -701,17 +695,13 @@ class _Runs:
         return self.folder / f"{_digest({'point': _jsonable(point), 'seed': int(seed)})}.npz"
 
     def load(self, point: Mapping, seed: int) -> assimilate.BatchResult | None:
-        path = self._path(point, seed)
-        if not path.exists():
-            return None
-        try:
+        def read(path):
             with np.load(path) as stored:
                 return assimilate.BatchResult(**{f: stored[f] for f in assimilate.BatchResult._fields})
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            warnings.warn(f"damaged comparison run {path} ({type(err).__name__}: {err}); "
-                          "removed, running it again", self._warning, stacklevel=4)
-            path.unlink(missing_ok=True)
-            return None
+
+        return _read_or_discard(self._path(point, seed), read, self._warning,
+                                "damaged comparison run {path} ({error}); removed, running it again",
+                                (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile))
 
     def save(self, point: Mapping, seed: int, row: assimilate.BatchResult) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -719,6 +709,21 @@ class _Runs:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _read_or_discard(path: Path, read: Callable, warning: type, message: str, errors: tuple):
+    """``read(path)``; None when the file is absent, or damaged (``read`` raised one of
+    ``errors``): then ``message`` (with ``{path}`` and ``{error}``) is warned as ``warning``
+    and the file removed."""
+    if not path.exists():
+        return None
+    try:
+        return read(path)
+    except errors as err:
+        warnings.warn(message.format(path=path, error=f"{type(err).__name__}: {err}"), warning,
+                      stacklevel=5)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _floats(a):

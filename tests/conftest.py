@@ -43,3 +43,34 @@ def built_book(tmp_path_factory):
                 [result.returncode, result.stdout[-4000:] + result.stderr[-4000:]]))
         returncode, log = json.loads(record.read_text())
     return returncode, log, out / "_build" / "html"
+
+
+@pytest.fixture
+def compilations():
+    """Count XLA compilations by function name: ``with compilations() as count: ...`` then
+    ``count["batched"]`` is how many times ``jit(batched)`` was compiled inside the block
+    (from JAX's own compile log)."""
+    import collections
+    import contextlib
+    import logging
+    import re
+
+    @contextlib.contextmanager
+    def counting():
+        counts = collections.Counter()
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                found = re.match(r"Finished XLA compilation of jit\((.*)\) in", record.getMessage())
+                if found:
+                    counts[found.group(1)] += 1
+
+        handler, logger = Handler(level=logging.DEBUG), logging.getLogger("jax")
+        logger.addHandler(handler)
+        try:
+            with jax.log_compiles(True):
+                yield counts
+        finally:
+            logger.removeHandler(handler)
+
+    return counting

@@ -143,7 +143,7 @@ def test_cycle_refuses_mismatched_shapes():
         assimilate.cycle(jax.random.key(0), L96_STEP, kalman.etkf, truth[:5], obs, jnp.zeros((4, 8)))
 
 
-def test_cycle_batch_in_equal_padded_chunks_gives_the_unchunked_numbers():
+def test_cycle_batch_in_equal_padded_chunks_gives_the_unchunked_numbers(compilations):
     # 23 steps in chunks of at most 7: four chunks of 6 (one padded, unobserved step), one
     # compiled scan length; the padded step must change nothing and never count as divergence
     cfg = TwinConfig(d=8, n_members=6, n_cycles=23, burn_in=1)
@@ -154,8 +154,30 @@ def test_cycle_batch_in_equal_padded_chunks_gives_the_unchunked_numbers():
             jax.tree.map(stack, *[t.observations for t in twins]),
             jnp.stack([t.ensemble0 for t in twins]))
     whole = assimilate.cycle_batch(*args, chunk=23)
-    chunked = assimilate.cycle_batch(*args, chunk=7)
+    with compilations() as count:
+        chunked = assimilate.cycle_batch(*args, chunk=7)
+    # one compilation for all four chunks: the carry entering the first chunk has the types
+    # of the one leaving it (a weakly typed step counter once compiled the scan twice)
+    assert count["batched"] == 1, count
     assert assimilate._even_chunks(23, 7) == (6, 24)
     np.testing.assert_array_equal(chunked.analysis_rmse, whole.analysis_rmse)
     np.testing.assert_array_equal(chunked.rank_counts, whole.rank_counts)
     assert chunked.analysis_rmse.shape == (2, 23) and list(chunked.diverged_step) == [-1, -1]
+
+
+def test_cycle_in_equal_padded_chunks_compiles_once_and_gives_the_unchunked_numbers(compilations):
+    # 23 steps in chunks of at most 7: four of 6, the last padded with one idle step (no
+    # forecast, no analysis); one compilation, and every number (the final ensemble too)
+    # equal to one unchunked scan
+    twin = make_twin(TwinConfig(d=8, n_members=6, n_cycles=23, burn_in=1))
+    fresh_filter = partial(kalman.etkf, inflation=1.01)  # a new object: nothing cached for it
+    run = lambda chunk: assimilate.cycle(jax.random.key(0), twin.model, fresh_filter, twin.truth,
+                                         twin.observations, twin.ensemble0, chunk=chunk)
+    with compilations() as count:
+        chunked = run(7)
+    assert count["step_chunk"] == 1, count
+    whole = run(23)
+    for field in ("forecast_mean", "analysis_mean", "analysis_rmse", "forecast_rmse",
+                  "analysis_spread", "analysis_variance", "final_members"):
+        np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field), err_msg=field)
+    assert chunked.analysis_mean.shape == (23, 8) and chunked.diverged_step == -1

@@ -241,8 +241,9 @@ def cycle(
       divergence_bound: an RMSE above this (or a non-finite one) counts as divergence.
       on_divergence: ``"raise"`` (:class:`FilterDivergence`) or ``"report"`` (return the
         result with ``diverged_step`` set and NaN from that step on).
-      chunk: steps per compiled ``lax.scan`` segment (progress and divergence are checked
-        between segments).
+      chunk: at most this many steps per compiled ``lax.scan`` segment (progress and
+        divergence are checked between segments). ``T`` is cut into equal segments, the
+        last padded with idle steps, so that one compilation serves them all.
       progress: show a tqdm progress bar.
       model_args: extra arrays passed to the model as ``model(member, key, *model_args)``
         (e.g. a surrogate's parameters). They enter the compiled loop as arguments, so
@@ -302,19 +303,24 @@ def cycle(
 
     step_chunk = _compiled(model, filter, float(divergence_bound), bool(store_states))
     xs_all = _inputs(key, truth, observations, schedule, compute_dtype)
-    carry = (ensemble0, jnp.asarray(-1))
+    # equal chunks, the last padded with steps that neither forecast nor observe (the members
+    # stay as they are, so the final ensemble is the last real step's): one compiled length
+    length, n_padded = _even_chunks(n_steps, chunk)
+    xs_all = _pad_steps(xs_all, n_padded - n_steps, forecast=False)
+    carry = (ensemble0, jnp.asarray(-1, dtype=jnp.int32))
     outputs = []
     bar = tqdm(total=n_steps, desc="cycling", unit="step", disable=not progress)
-    for start in range(0, n_steps, chunk):
-        xs = jax.tree.map(lambda a: a[start:start + chunk], xs_all)
+    for start in range(0, n_padded, length):
+        xs = jax.tree.map(lambda a: a[start:start + length], xs_all)
         carry, out = step_chunk(carry, xs, jnp.asarray(observations.std, compute_dtype),
                                 tuple(model_args), filter_kwargs)
         outputs.append(out)
-        bar.update(xs[0].shape[0])
+        bar.update(min(length, n_steps - start))
         if int(carry[1]) >= 0:
             break
     bar.close()
-    f_stats, a_stats = _concatenate(outputs, n_steps, axis=0)
+    f_stats, a_stats = ({k: v[:n_steps] for k, v in stats.items()}
+                        for stats in _concatenate(outputs, n_padded, axis=0))
     f_rmse, a_rmse = f_stats["rmse"], a_stats["rmse"]
     diverged = int(carry[1])
     result = CycleResult(f_stats.get("mean"), a_stats.get("mean"), f_stats["spread"],
@@ -450,18 +456,19 @@ def _even_chunks(n_steps: int, chunk: int) -> tuple[int, int]:
     return length, n_chunks * length
 
 
-def _pad_steps(xs, n_pad: int):
+def _pad_steps(xs, n_pad: int, forecast: bool = True):
     """:func:`_inputs` of ``T`` steps extended by ``n_pad`` steps that observe nothing (the
-    last truth and key repeated, step indices continued); their outputs are dropped."""
+    last truth and key repeated, step indices continued); their outputs are dropped. With
+    ``forecast=False`` they do not forecast either, so the members leave them unchanged."""
     if n_pad == 0:
         return xs
-    step, keys, truth, y, mask, observed, forecast = xs
+    step, keys, truth, y, mask, observed, do_forecast = xs
     repeat = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n_pad, axis=0)])
     return (jnp.concatenate([step, step[-1] + 1 + jnp.arange(n_pad, dtype=step.dtype)]),
             repeat(keys), repeat(truth), jnp.concatenate([y, jnp.zeros((n_pad,) + y.shape[1:], y.dtype)]),
             jnp.concatenate([mask, jnp.zeros((n_pad,) + mask.shape[1:], bool)]),
             jnp.concatenate([observed, jnp.zeros(n_pad, bool)]),
-            jnp.concatenate([forecast, jnp.ones(n_pad, bool)]))
+            jnp.concatenate([do_forecast, jnp.full(n_pad, forecast, bool)]))
 
 
 def _concatenate(outputs, n_steps, axis):
@@ -596,7 +603,7 @@ def cycle_batch(
     if shared:  # one schedule for all: (step, observed, forecast) unbatched
         n_idx, k_all, t_all, y_all, m_all, o_all, f_all = xs_all
         xs_all, xs_shared = (k_all, t_all, y_all, m_all), (n_idx[0], o_all[0], f_all[0])
-    carry = (ensemble0, jnp.full((n_batch,), -1))
+    carry = (ensemble0, jnp.full((n_batch,), -1, dtype=jnp.int32))
     outputs = []
     bar = tqdm(total=n_steps, desc=f"cycling {n_batch} runs", unit="step", disable=not progress)
     for start in range(0, n_padded, length):

@@ -425,7 +425,21 @@ def _split(trajectories: data_lib.Trajectories, val_fraction: float, seed: int):
     return train, val
 
 
-def _make_steps(graphdef, statics, tx, window):
+_STEPS: dict = {}  # (graphdef, statics digest, learning rate, window) -> _make_steps's result
+
+
+def _make_steps(graphdef, statics, learning_rate: float, window: int):
+    """The optimiser and the jitted training and validation passes of one architecture,
+    non-parameter state (normalisation statistics, held as compile-time constants),
+    learning rate and window. Kept for reuse: the warm-started retrainings of
+    :mod:`scoreda.hybrid` keep their statistics, so they share one compilation instead of
+    compiling the same program again for every retraining."""
+    key = (graphdef, _tree_digest(statics), float(learning_rate), int(window),
+           tuple((np.shape(a), str(np.asarray(a).dtype)) for a in jax.tree.leaves(statics)))
+    if key in _STEPS:
+        return _STEPS[key]
+    tx = optax.adam(learning_rate)
+
     def loss_fn(params, batch_x, batch_y, batch_w):
         model = nnx.merge(graphdef, params, statics)
         return jnp.mean(batch_w * (model(batch_x) - batch_y) ** 2)
@@ -451,7 +465,10 @@ def _make_steps(graphdef, statics, tx, window):
         total, _ = jax.lax.scan(one, 0.0, starts)
         return total / starts.shape[0]
 
-    return run_batches, evaluate
+    if len(_STEPS) >= 32:  # bounded: drop the oldest
+        del _STEPS[next(iter(_STEPS))]
+    _STEPS[key] = tx, run_batches, evaluate
+    return _STEPS[key]
 
 
 def train(
@@ -507,7 +524,8 @@ def train(
             graphdef0, state0 = nnx.split(initial_model)
             model = nnx.merge(graphdef0, jax.tree.map(jnp.array, state0))  # a copy
         graphdef, params, statics = nnx.split(model, nnx.Param, ...)
-        tx = optax.adam(train_config.learning_rate)
+        tx, run_batches, evaluate = _make_steps(graphdef, statics, train_config.learning_rate,
+                                                model_config.window)
         opt_state = tx.init(params)
 
         manager = None
@@ -528,7 +546,6 @@ def train(
                         write_json(path / "done.json", {"epochs_run": start_epoch, "best_val_loss": best_val})
                     return TrainedSurrogate(nnx.merge(graphdef, best["params"], statics), history, path, True)
 
-        run_batches, evaluate = _make_steps(graphdef, statics, tx, model_config.window)
         window = model_config.window
         train_starts = data_lib.window_starts(train_set.inputs.shape[0], train_set.inputs.shape[1], window)
         if train_config.window_stride > 1:  # every window_stride-th start of each trajectory

@@ -181,3 +181,18 @@ def test_cycle_in_equal_padded_chunks_compiles_once_and_gives_the_unchunked_numb
                   "analysis_spread", "analysis_variance", "final_members"):
         np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field), err_msg=field)
     assert chunked.analysis_mean.shape == (23, 8) and chunked.diverged_step == -1
+
+
+def test_cycle_and_cycle_batch_run_with_64_bit_floats(x64):
+    # under x64 the step indices are int64 while the divergence step in the carry is int32
+    twin = make_twin(TwinConfig(d=8, n_members=6, n_cycles=12, burn_in=1))
+    ens0 = twin.ensemble0.astype(jnp.float64)
+    one = assimilate.cycle(jax.random.key(0), twin.model, partial(kalman.etkf, inflation=1.01),
+                           twin.truth, twin.observations, ens0, chunk=5, divergence_bound=1e-3,
+                           on_divergence="report")
+    assert one.diverged_step == 0 and one.final_members.dtype == jnp.float64  # reported, not a TypeError
+    stack = lambda a: jnp.stack([a, a])
+    batch = assimilate.cycle_batch(jax.random.key(0), twin.model, partial(kalman.etkf, inflation=1.01),
+                                   stack(twin.truth), jax.tree.map(stack, twin.observations),
+                                   stack(ens0), chunk=5)
+    assert list(batch.diverged_step) == [-1, -1] and np.all(np.isfinite(batch.analysis_rmse))

@@ -174,7 +174,7 @@ def _make_step(model, filter_fn, bound, store_states=True, ensemble_scores=False
         f_rmse, a_rmse = f_stats["rmse"], a_stats["rmse"]
         bad = (diverged < 0) & ~(jnp.isfinite(a_rmse) & jnp.isfinite(f_rmse) & (a_rmse <= bound))
         members = jnp.where(bad, members, new_members)  # keep the last finite members
-        diverged = jnp.where(bad, n, diverged)
+        diverged = jnp.where(bad, n.astype(diverged.dtype), diverged)  # int32 (int64 steps under x64)
         return (members, diverged), (f_stats, a_stats)
 
     def step_chunk(carry, xs, obs_std, model_args, filter_kwargs):
@@ -323,6 +323,7 @@ def cycle(
                         for stats in _concatenate(outputs, n_padded, axis=0))
     f_rmse, a_rmse = f_stats["rmse"], a_stats["rmse"]
     diverged = int(carry[1])
+    diverged = -1 if diverged >= n_steps else diverged  # idle padding cannot diverge; a guard
     result = CycleResult(f_stats.get("mean"), a_stats.get("mean"), f_stats["spread"],
                          a_stats["spread"], f_rmse, a_rmse, np.asarray(schedule), diverged,
                          np.asarray(carry[0]), a_stats.get("variance"))

@@ -179,6 +179,8 @@ def _described(obj):
 def _tree_digest(tree) -> str:
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(jnp.asarray(leaf).dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)  # a typed PRNG key: hash its raw data
         digest.update(np.asarray(leaf).tobytes())
     return digest.hexdigest()[:20]
 
@@ -426,6 +428,7 @@ def _split(trajectories: data_lib.Trajectories, val_fraction: float, seed: int):
 
 
 _STEPS: dict = {}  # (graphdef, statics digest, learning rate, window) -> _make_steps's result
+_STEPS_LOCK = threading.Lock()
 
 
 def _make_steps(graphdef, statics, learning_rate: float, window: int):
@@ -435,9 +438,18 @@ def _make_steps(graphdef, statics, learning_rate: float, window: int):
     :mod:`scoreda.hybrid` keep their statistics, so they share one compilation instead of
     compiling the same program again for every retraining."""
     key = (graphdef, _tree_digest(statics), float(learning_rate), int(window),
-           tuple((np.shape(a), str(np.asarray(a).dtype)) for a in jax.tree.leaves(statics)))
-    if key in _STEPS:
+           tuple((np.shape(a), str(jnp.asarray(a).dtype)) for a in jax.tree.leaves(statics)))
+    with _STEPS_LOCK:
+        if key not in _STEPS:
+            if len(_STEPS) >= 32:  # bounded: drop the oldest
+                del _STEPS[next(iter(_STEPS))]
+            # a snapshot of the statistics: the closure must not see later in-place changes
+            # of the model it was made from (its digest is part of the key)
+            _STEPS[key] = _steps(graphdef, jax.tree.map(jnp.array, statics), learning_rate, window)
         return _STEPS[key]
+
+
+def _steps(graphdef, statics, learning_rate: float, window: int):
     tx = optax.adam(learning_rate)
 
     def loss_fn(params, batch_x, batch_y, batch_w):
@@ -465,10 +477,7 @@ def _make_steps(graphdef, statics, learning_rate: float, window: int):
         total, _ = jax.lax.scan(one, 0.0, starts)
         return total / starts.shape[0]
 
-    if len(_STEPS) >= 32:  # bounded: drop the oldest
-        del _STEPS[next(iter(_STEPS))]
-    _STEPS[key] = tx, run_batches, evaluate
-    return _STEPS[key]
+    return tx, run_batches, evaluate
 
 
 def train(

@@ -306,7 +306,7 @@ def cycle(
     # equal chunks, the last padded with steps that neither forecast nor observe (the members
     # stay as they are, so the final ensemble is the last real step's): one compiled length
     length, n_padded = _even_chunks(n_steps, chunk)
-    xs_all = _pad_steps(xs_all, n_padded - n_steps, forecast=False)
+    xs_all = _pad_steps(xs_all, n_padded - n_steps)
     carry = (ensemble0, jnp.asarray(-1, dtype=jnp.int32))
     outputs = []
     bar = tqdm(total=n_steps, desc="cycling", unit="step", disable=not progress)
@@ -457,10 +457,10 @@ def _even_chunks(n_steps: int, chunk: int) -> tuple[int, int]:
     return length, n_chunks * length
 
 
-def _pad_steps(xs, n_pad: int, forecast: bool = True):
-    """:func:`_inputs` of ``T`` steps extended by ``n_pad`` steps that observe nothing (the
-    last truth and key repeated, step indices continued); their outputs are dropped. With
-    ``forecast=False`` they do not forecast either, so the members leave them unchanged."""
+def _pad_steps(xs, n_pad: int):
+    """:func:`_inputs` of ``T`` steps extended by ``n_pad`` idle steps that neither forecast
+    nor observe (the last truth and key repeated, step indices continued): the members leave
+    them unchanged, and their outputs are dropped."""
     if n_pad == 0:
         return xs
     step, keys, truth, y, mask, observed, do_forecast = xs
@@ -469,7 +469,7 @@ def _pad_steps(xs, n_pad: int, forecast: bool = True):
             repeat(keys), repeat(truth), jnp.concatenate([y, jnp.zeros((n_pad,) + y.shape[1:], y.dtype)]),
             jnp.concatenate([mask, jnp.zeros((n_pad,) + mask.shape[1:], bool)]),
             jnp.concatenate([observed, jnp.zeros(n_pad, bool)]),
-            jnp.concatenate([do_forecast, jnp.full(n_pad, forecast, bool)]))
+            jnp.concatenate([do_forecast, jnp.zeros(n_pad, bool)]))
 
 
 def _concatenate(outputs, n_steps, axis):
@@ -597,7 +597,7 @@ def cycle_batch(
                            n_shared_args=len(model_args), shared_schedule=shared)
     xs_all = jax.vmap(lambda k, t, o: _inputs(k, t, o, o.observed, compute_dtype))(
         keys, truth, observations._replace(std=obs_std))
-    # equal chunks, the last padded with unobserved steps: one compiled scan length, not two
+    # equal chunks, the last padded with idle steps: one compiled scan length, not two
     length, n_padded = _even_chunks(n_steps, chunk)
     xs_all = jax.vmap(lambda xs: _pad_steps(xs, n_padded - n_steps))(xs_all)
     xs_shared = ()

@@ -115,7 +115,9 @@ def test_divergence_stops_with_the_step_and_rmse():
         return ensemble
 
     exploding = assimilate.deterministic(lambda x: x * 3.0)  # leaves any bound quickly
-    with pytest.raises(assimilate.FilterDivergence, match=r"diverged at step \d+: RMSE"):
+    # the model, not the (idle) filter, blew up: a ForecastDivergence (a FilterDivergence)
+    with pytest.raises(assimilate.ForecastDivergence,
+                       match=r"forecast model diverged at step \d+: the forecast's RMSE"):
         assimilate.cycle(jax.random.key(15), exploding, no_update, truth, obs, ens0,
                          divergence_bound=100.0)
     report = assimilate.cycle(jax.random.key(15), exploding, no_update, truth, obs, ens0,
@@ -128,8 +130,9 @@ def test_divergence_stops_with_the_step_and_rmse():
     def nan_filter(key, ensemble, y, obs_std, mask=None):
         return ensemble * jnp.nan
 
-    with pytest.raises(assimilate.FilterDivergence, match="not finite"):
+    with pytest.raises(assimilate.FilterDivergence, match="the filter diverged.*not finite") as err:
         assimilate.cycle(jax.random.key(16), L96_STEP, nan_filter, truth, obs, ens0)
+    assert not isinstance(err.value, assimilate.ForecastDivergence)
 
 
 def test_cycle_refuses_mismatched_shapes():

@@ -20,18 +20,41 @@ def is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def _scalar(name: str, value, ok, allowed: str) -> None:
-    """Raise ``ValueError`` unless the concrete ``value`` is a finite scalar with ``ok(value)``."""
+def _number(name: str, value, allowed: str) -> np.ndarray:
+    """``value`` as a numpy array, or ``ValueError`` naming it when it is not a real number
+    (a string such as ``"0.5"``, a boolean, ``None``, a complex number, an object)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise ValueError(f"{name} must be a finite number{allowed}, got {value!r} "
+                         f"({type(value).__name__})")
+    try:
+        v = np.asarray(value)
+    except Exception:
+        v = np.asarray(None)
+    if not (jnp.issubdtype(v.dtype, jnp.integer) or jnp.issubdtype(v.dtype, jnp.floating)):
+        raise ValueError(f"{name} must be a finite number{allowed}, got {value!r} "
+                         f"({type(value).__name__})")
+    return v
+
+
+def _scalar(name: str, value, ok, allowed: str, allow_inf: bool = False) -> None:
+    """Raise ``ValueError`` unless the concrete ``value`` is a real scalar, finite (or
+    ``+inf`` with ``allow_inf``), with ``ok(value)``."""
     if not is_concrete(value):
         return
-    v = np.asarray(value)
-    if v.ndim != 0 or not np.isfinite(v) or not ok(v):
-        raise ValueError(f"{name} must be a finite number{allowed}, got {value!r}")
+    v = _number(name, value, allowed)
+    if v.ndim != 0:
+        raise ValueError(f"{name} must be one number{allowed}, got an array of shape {v.shape}")
+    finite = np.isfinite(v) or (allow_inf and v == np.inf)
+    if not finite or not ok(v):
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number{allowed}, "
+                         f"got {value!r}")
 
 
-def positive(name: str, value) -> None:
-    """Raise ``ValueError`` unless the scalar ``value`` is finite and > 0."""
-    _scalar(name, value, lambda v: v > 0, " > 0")
+def positive(name: str, value, allow_inf: bool = False) -> None:
+    """Raise ``ValueError`` unless the scalar ``value`` is > 0 and finite (or ``inf`` with
+    ``allow_inf``)."""
+    _scalar(name, value, lambda v: v > 0, " > 0" + (" (inf allowed)" if allow_inf else ""),
+            allow_inf)
 
 
 def non_negative(name: str, value) -> None:
@@ -76,8 +99,8 @@ def ensf_noise_scales(eps_a, eps_b) -> None:
     for name, value, lo_open in (("eps_a", eps_a, True), ("eps_b", eps_b, False)):
         if not is_concrete(value):
             continue
-        value = np.asarray(value)  # numpy: a jnp comparison inside a jit trace is staged
-        if not ((0.0 < value <= 1.0) if lo_open else (0.0 <= value < 1.0)):
+        value = _number(name, value, "")  # numpy: a jnp comparison in a jit trace is staged
+        if value.ndim != 0 or not ((0.0 < value <= 1.0) if lo_open else (0.0 <= value < 1.0)):
             allowed = "(0, 1]" if lo_open else "[0, 1)"
             raise ValueError(f"{name} must lie in {allowed}, got {value!r}")
 
@@ -109,17 +132,19 @@ def inflation(value, stacklevel: int = 3) -> None:
                                 "(deflation); 1 leaves them unchanged"), stacklevel=stacklevel)
 
 
-def likelihood_precision(obs_std, dtype) -> None:
+def likelihood_precision(obs_std, dtype, name: str = "obs_std") -> None:
     """Raise ``ValueError`` when ``1 / obs_std**2`` is too large for ``dtype``: a likelihood
-    score ``(y - h(x)) / obs_std**2`` would overflow to infinity (e.g. float32 and 1e-19)."""
+    score ``(y - h(x)) / obs_std**2`` or a precision-weighted anomaly would overflow to
+    infinity (e.g. float32 and 1e-19)."""
     if not is_concrete(obs_std):
         return
     smallest = float(np.sqrt(1e6 / np.finfo(dtype).max))  # 1/sigma^2 at most max/1e6
     value = float(np.min(np.asarray(obs_std)))
     if value < smallest:
-        raise ValueError(f"obs_std={value:g} is too small for {np.dtype(dtype).name}: the "
-                         f"likelihood score (y - h(x)) / obs_std**2 would overflow; use "
-                         f"obs_std >= {smallest:.1e} (or float64 with jax x64 enabled)")
+        term = name if name.isidentifier() else f"({name})"
+        raise ValueError(f"{name}={value:g} is too small for {np.dtype(dtype).name}: the "
+                         f"likelihood's precision 1 / {term}**2 would overflow; use "
+                         f"{name} >= {smallest:.1e} (or float64 with jax x64 enabled)")
 
 
 def state_dim(name: str, x, minimum: int) -> int:
@@ -174,3 +199,35 @@ def integration_finite(name: str, states, advice: str) -> None:
         first = int(np.argmax(bad.reshape(-1, bad.shape[-1]).any(axis=0)))
         raise FloatingPointError(f"{name} blew up: the state is not finite from saved step "
                                  f"{first} on; {advice}")
+
+
+#: seeds stay below 2**30: trials derive keys from seed + offsets (10,000, 20,000, ...) and
+#: ``jax.random.key`` keeps 32 bits, so larger seeds could alias one another
+MAX_SEED = 2**30
+
+
+def seeds(name: str, values, minimum: int = 1) -> tuple[int, ...]:
+    """``values`` as a tuple of distinct integer seeds >= 0, at least ``minimum`` of them;
+    ``ValueError`` naming ``name`` otherwise (a float seed would be truncated, a repeated one
+    would count one trial twice)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a sequence of integer seeds, got {values!r}")
+    if isinstance(values, (np.ndarray, jax.Array)):  # an integer array: its elements
+        if values.ndim != 1 or not jnp.issubdtype(values.dtype, jnp.integer):
+            raise ValueError(f"{name} must be a sequence of integer seeds, got an array of "
+                             f"dtype {values.dtype} and shape {values.shape}")
+        values = [int(v) for v in np.asarray(values)]
+    values = list(values)
+    bad = [v for v in values if isinstance(v, (bool, np.bool_))
+           or not isinstance(v, numbers.Integral) or not 0 <= v < MAX_SEED]
+    if bad:
+        raise ValueError(f"{name} must hold integers in [0, 2**30), got {bad[0]!r} "
+                         f"({type(bad[0]).__name__})")
+    values = [int(v) for v in values]
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name} repeats {repeated}: a repeated seed would count one trial twice")
+    if len(values) < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} seed{'s' * (minimum > 1)}, "
+                         f"got {len(values)}")
+    return tuple(values)

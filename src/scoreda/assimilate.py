@@ -44,6 +44,22 @@ class FilterDivergence(RuntimeError):
         )
 
 
+class ForecastDivergence(FilterDivergence):
+    """A :class:`FilterDivergence` whose culprit is the forecast model: in one forecast, before
+    any analysis, the members left the finite numbers, or jumped past the bound with an RMSE
+    more than twice the last analysis's. (A forecast that drifts past the bound gradually,
+    as a chaotic model does when the filter lets the ensemble stray, is the filter's
+    divergence.)"""
+
+    def __init__(self, step: int, rmse: float, bound: float, previous: float):
+        self.step, self.rmse, self.bound, self.previous = step, rmse, bound, previous
+        RuntimeError.__init__(
+            self, f"the forecast model diverged at step {step}: the forecast's RMSE is "
+            f"{rmse:.4g} ({'not finite' if not np.isfinite(rmse) else f'above the bound {bound:g}'}) "
+            f"before any analysis, from members whose RMSE was {previous:.4g} at step {step - 1}; "
+            "the model (its time step, its inputs), not the filter, blew up")
+
+
 class LostTrack(UserWarning):
     """Warned by :func:`cycle` when the analysis stayed finite but ended farther from the
     truth than the climate's spread: the filter follows no better than climatology would."""
@@ -261,7 +277,9 @@ def cycle(
     Raises:
       ValueError, TypeError: the inputs break the contract (named: the data, the model's or
         the filter's output shape, the key); checked before anything is compiled.
-      FilterDivergence: with ``on_divergence="raise"``, when the RMSE passed the bound.
+      FilterDivergence: with ``on_divergence="raise"``, when the RMSE passed the bound
+        (:class:`ForecastDivergence`, a subclass, when the forecast itself passed it before
+        any analysis at that step: the model blew up).
 
     Members are stored in ``ensemble0``'s floating dtype (e.g. ``bfloat16`` to halve the
     memory of a huge ensemble) and promoted to at least float32 for the model and the filter.
@@ -329,7 +347,13 @@ def cycle(
                          np.asarray(carry[0]), a_stats.get("variance"))
     if diverged >= 0 and on_divergence == "raise":
         # the diverged step keeps the offending values; the steps after it are NaN
-        offending = f_rmse[diverged] if not np.isfinite(f_rmse[diverged]) else a_rmse[diverged]
+        forecast_bad = not (np.isfinite(f_rmse[diverged]) and f_rmse[diverged] <= divergence_bound)
+        before = a_rmse[diverged - 1] if diverged > 0 else np.nan
+        blown_up = not np.isfinite(f_rmse[diverged]) or f_rmse[diverged] > 2.0 * before
+        if forecast_bad and diverged > 0 and blown_up:  # one forecast left the bound: the model
+            raise ForecastDivergence(diverged, float(f_rmse[diverged]), divergence_bound,
+                                     float(before))
+        offending = f_rmse[diverged] if forecast_bad else a_rmse[diverged]
         raise FilterDivergence(diverged, float(offending), divergence_bound)
     if climate_std is not None and diverged < 0 and result.lost_track(climate_std):
         warnings.warn(LostTrack(

@@ -50,11 +50,16 @@ class Parameter(NamedTuple):
     comment: str
 
     def choices(self) -> tuple[str, ...] | None:
-        """For a string: the default and every quoted word in its comment."""
-        if not isinstance(self.default, str):
-            return None
-        quoted = re.findall(r"[\"']([A-Za-z0-9_\-]+)[\"']", self.comment)
-        return tuple(dict.fromkeys([self.default, *quoted]))
+        """For a string: the default and every quoted word in its comment (double quotes may
+        hold spaces: ``"noisy data"``). For a list of strings: the allowed elements, its
+        default's and the quoted ones in its comment."""
+        quoted = [a or b for a, b in re.findall(r"\"([^\"]+)\"|'([A-Za-z0-9_\-]+)'", self.comment)]
+        if isinstance(self.default, str):
+            return tuple(dict.fromkeys([self.default, *quoted]))
+        if isinstance(self.default, list) and self.default and all(
+                isinstance(v, str) for v in self.default):
+            return tuple(dict.fromkeys([*self.default, *quoted]))
+        return None
 
 
 def notebooks_dir() -> Path:
@@ -189,8 +194,41 @@ def check_value(param: Parameter, value: Any) -> Any:
     if isinstance(default, (list, dict, tuple)):
         if type(value) is not type(default):
             raise ValueError(f"{param.name} must be a {type(default).__name__} like {default!r}, got {value!r}")
+        if isinstance(default, dict):
+            if set(value) != set(default):
+                raise ValueError(f"{param.name} must have the keys {sorted(default)}, got {sorted(value)}")
+            for key, v in value.items():
+                check_value(Parameter(f"{param.name}[{key!r}]", default[key], ""), v)
+            return value
+        _check_elements(param, list(value))
         return value
     return value
+
+
+def _check_elements(param: Parameter, values: list) -> None:
+    """The elements of a list parameter: of its default's element type (integers or numbers,
+    finite and >= 0; strings among :meth:`Parameter.choices`), none repeated."""
+    default = list(param.default)
+    repeated = sorted({repr(v) for i, v in enumerate(values) if v in values[:i]})
+    if repeated:
+        raise ValueError(f"{param.name} repeats {', '.join(repeated)}")
+    if not default:
+        return
+    if all(isinstance(v, str) for v in default):
+        choices = param.choices()
+        bad = [v for v in values if not isinstance(v, str) or v not in choices]
+        if bad:
+            raise ValueError(f"{param.name} may hold only {list(choices)}, got {bad[0]!r}")
+        return
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in default):
+        integers = all(isinstance(v, int) for v in default)
+        for v in values:  # >= 0: a grid may hold 0 (no model error), the notebook checks more
+            kind = "integer" if integers else "number"
+            ok_type = (isinstance(v, int) if integers else isinstance(v, (int, float))) \
+                and not isinstance(v, bool)
+            if not ok_type or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{param.name} must hold finite {kind}s >= 0 like "
+                                 f"{default!r}, got {v!r}")
 
 
 def validate(path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +326,7 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
     if resume:
         if not record_file.exists():
             raise SystemExit(f"scoreda: nothing to resume in {folder}")
-        record = json.loads(record_file.read_text())
+        record = read_record(record_file)
         if record["status"] == "completed":
             raise SystemExit(f"scoreda: {folder} is complete; use --force to run it again")
         changed = {k: v for k, v in overrides.items() if record["parameters"].get(k) != v}
@@ -313,7 +351,7 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
               "versions": versions(), "machine": machine(), "command": _command(),
               "started": _now(), "status": "running"}
     if resume:  # the earlier attempts' times, so that the record says what the run cost
-        previous = json.loads(record_file.read_text())
+        previous = read_record(record_file)
         record["earlier_attempts"] = previous.get("earlier_attempts", []) + [
             {k: previous[k] for k in ("started", "ended", "status") if k in previous}
             | {"commit": previous.get("versions", {}).get("commit")}]
@@ -343,6 +381,21 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
                                      "versions": record["versions"],
                                      "values": glued_values(executed)})
     return folder
+
+
+def read_record(path: Path) -> dict:
+    """A run's ``run.json``, or ``SystemExit`` naming the file when it cannot be read back
+    (truncated by a crash, edited by hand) or lacks what a resume needs."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise SystemExit(f"scoreda: {path} cannot be read ({type(err).__name__}: {err}); "
+                         "start the run again with --force") from None
+    missing = [k for k in ("status", "parameters") if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise SystemExit(f"scoreda: {path} has no {', '.join(missing)}; start the run again "
+                         "with --force")
+    return record
 
 
 def _command() -> str:
@@ -384,6 +437,9 @@ def _run(args) -> int:
     path = find_notebook(args.notebook)
     overrides = _overrides(args.parameter)
     if args.scale:
+        if "scale" in overrides:
+            raise SystemExit(f"scoreda: give the scale once: -p scale {overrides['scale']!r} "
+                             f"and --scale {args.scale!r} both set it")
         overrides["scale"] = args.scale
     validate(path, overrides)  # refuse before touching the folder
     if args.name is not None and (not args.name or Path(args.name).name != args.name
@@ -439,7 +495,15 @@ def _dry_run(chosen: list[Path], scale: str, estimate: bool = True) -> int:
 
 
 def _reproduce(args) -> int:
+    if args.no_estimate and not args.dry_run:
+        raise SystemExit("scoreda: --no-estimate only applies with --dry-run (nothing was run)")
+    if args.dry_run and (args.force or args.resume):
+        raise SystemExit(f"scoreda: --dry-run runs nothing, so --{'force' if args.force else 'resume'} "
+                         "has nothing to act on; drop one of them")
     chosen = [find_notebook(n) for n in args.notebooks] if args.notebooks else notebooks()
+    repeated = sorted({p.stem for i, p in enumerate(chosen) if p in chosen[:i]})
+    if repeated:
+        raise SystemExit(f"scoreda: {', '.join(repeated)} named more than once")
     for path in chosen:
         validate(path, {"scale": args.scale})
     if args.dry_run:
@@ -447,7 +511,7 @@ def _reproduce(args) -> int:
     for path in chosen:
         folder = Path(args.runs) / args.scale / path.stem
         if args.resume and (folder / "run.json").exists() and \
-                json.loads((folder / "run.json").read_text())["status"] == "completed":
+                read_record(folder / "run.json")["status"] == "completed":
             print(f"scoreda: {path.stem} already complete in {folder}")
             continue
         resume = args.resume and (folder / "run.json").exists()

@@ -116,6 +116,11 @@ class LoopConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for name, kind in (("surrogate", conv.ConvConfig), ("initial_training", train.TrainConfig),
+                           ("retraining", train.TrainConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__module__}.{kind.__name__}, got "
+                                 f"{getattr(self, name)!r}")
         _checks.integer("n_steps", self.n_steps, 10)
         _checks.integer("n_segments", self.n_segments, 2)
         if self.n_steps // self.n_segments <= self.surrogate.window + 1:

@@ -50,6 +50,29 @@ def operator(obs: str | Operator) -> Operator:
         ) from None
 
 
+def check_operator(obs: str | Operator, d: int, dtype=jnp.float32) -> Operator:
+    """The operator named or given by ``obs``, checked on an abstract state ``(d,)`` (nothing
+    is computed): a callable must map it to an observation of shape ``(d,)`` (observations
+    are stored at full state size) and a floating dtype. Raises ``ValueError`` naming ``obs``."""
+    h = operator(obs)
+    if not callable(obs):
+        return h
+    name = getattr(obs, "__qualname__", type(obs).__name__)
+    try:
+        out = jax.eval_shape(h, jax.ShapeDtypeStruct((d,), dtype))
+    except Exception as exc:
+        raise ValueError(f"obs ({name}) failed on a state of shape ({d},): "
+                         f"{type(exc).__name__}: {exc}") from exc
+    shape = getattr(out, "shape", None)
+    if shape != (d,):
+        raise ValueError(f"obs ({name}) must map a state of shape ({d},) to an observation of "
+                         f"shape ({d},) (observations are stored at full state size, unobserved "
+                         f"entries masked), got {shape if shape is not None else type(out).__name__}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"obs ({name}) must return floating values, got dtype {out.dtype}")
+    return h
+
+
 def add_noise(key: jax.Array, y: jax.Array, std) -> jax.Array:
     """``y + std * xi`` with ``xi ~ N(0, I)``, same shape and dtype as ``y``; ``std >= 0``."""
     _checks.non_negative("std", std)

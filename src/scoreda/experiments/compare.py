@@ -23,12 +23,20 @@ model is; a :class:`Method` names a filter of :data:`scoreda.filters.FILTERS` wi
 knobs and a grid. :func:`compare` runs both stages for a list of methods and returns a
 :class:`Comparison`, whose :meth:`Comparison.table` is a Markdown table and
 :meth:`Comparison.verdict` a sentence computed from the numbers. Results are cached as JSON
-under ``$SCOREDA_CACHE/compare/`` keyed by the case's ``cache_key``, the method and the
-seeds, one file per method and stage, so an interrupted comparison resumes.
+under ``$SCOREDA_CACHE/compare/``, one file per method and stage, so an interrupted
+comparison resumes. The key is what the run computes: the case's label and a digest of its
+trial maker, model, operator and arrays (:meth:`Case.identity`), the method's description and
+a digest of its filter and ``wrap`` (:meth:`Method.identity`), the seeds, and a digest of the
+package's code; a case or method that cannot be digested is refused for caching, and a
+stored tuning that does not fit its method's grid is named and tuned again.
+
+Everything is checked when built: seeds are distinct integers, every knob value (fixed or
+on a grid) passes its filter's own check, a knob is fixed or tuned but not both.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import itertools
@@ -45,7 +53,7 @@ import numpy as np
 from scipy import stats as _stats
 from tqdm import tqdm
 
-from scoreda import _checks, assimilate, observe
+from scoreda import _checks, _digest, assimilate, observe
 from scoreda.filters import registry
 
 
@@ -79,11 +87,13 @@ class Case:
       model_args: arrays shared by all trials (e.g. a surrogate's parameters).
       burn_in: steps left out of every time average (the filters' spin-up).
       init_std: default spread of the initial ensemble (a method may tune its own).
-      climate_std: the climatological standard deviation of one component; a trial whose
-        time-averaged RMSE exceeds it has *lost track* (counted in the table). None: not counted.
+      climate_std: the climatological standard deviation of one component (kept with the
+        case for the chapters' judgements of lost track; the table does not count it yet).
       divergence_bound: an RMSE above it at any step (or a non-finite one) is a divergence.
-      cache_key: a string that identifies everything ``make_trial`` and ``model`` depend on
-        (system, sizes, surrogate's cache key); None disables caching.
+      cache_key: a readable label of what ``make_trial`` and ``model`` depend on (system,
+        sizes, surrogate's cache entry); None disables caching. The cache is keyed by it
+        *and* by :meth:`identity`, a digest of what the case computes, so two cases with
+        one label but different functions or arrays never share an entry.
     """
 
     name: str
@@ -98,12 +108,49 @@ class Case:
     cache_key: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ValueError(f"name must be a string, got {self.name!r}")
+        for field in ("make_trial", "model"):
+            if not callable(getattr(self, field)):
+                raise ValueError(f"{self.name}: {field} must be callable, got "
+                                 f"{type(getattr(self, field)).__name__}")
+        if not isinstance(self.model_args, tuple):
+            raise ValueError(f"{self.name}: model_args must be a tuple, got "
+                             f"{type(self.model_args).__name__}")
         _checks.integer("burn_in", self.burn_in, 0)
         _checks.non_negative("init_std", self.init_std)
         _checks.positive("divergence_bound", self.divergence_bound)
         if self.climate_std is not None:
             _checks.positive("climate_std", self.climate_std)
+        if self.cache_key is not None and not isinstance(self.cache_key, str):
+            raise ValueError(f"{self.name}: cache_key must be a string or None, got "
+                             f"{self.cache_key!r}")
         observe.operator(self.obs)
+
+    def identity(self) -> str:
+        """A digest of what the case computes: its trial maker, model, observation operator
+        and model arguments by content (:func:`scoreda._digest.digest`), its label and
+        settings. Raises :class:`scoreda._digest.Unkeyable` for a part that cannot be
+        digested."""
+        return _digest.digest(
+            {"cache_key": self.cache_key, "make_trial": self.make_trial, "model": self.model,
+             "obs": self.obs, "model_args": self.model_args, "burn_in": self.burn_in,
+             "init_std": self.init_std, "divergence_bound": self.divergence_bound},
+            f"case {self.name!r}")
+
+    def check_trial(self, trial: Trial) -> None:
+        """Raise ``ValueError`` when the averages of ``trial`` would be empty (``burn_in`` at
+        or beyond its number of steps) or the trial is not a :class:`Trial`."""
+        if not isinstance(trial, Trial):
+            raise ValueError(f"{self.name}: make_trial must return a compare.Trial, got "
+                             f"{type(trial).__name__}")
+        n_steps = jnp.shape(trial.truth)[0] if jnp.ndim(trial.truth) == 2 else None
+        if n_steps is None:
+            raise ValueError(f"{self.name}: a trial's truth must have shape (T, d), got "
+                             f"{jnp.shape(trial.truth)}")
+        if self.burn_in >= n_steps:
+            raise ValueError(f"{self.name}: burn_in ({self.burn_in}) must be smaller than the "
+                             f"trial's {n_steps} steps, or nothing is left to average")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +163,15 @@ class Method:
       knobs: fixed knobs (override the registry's defaults), including the cycle knobs
         ``model_error`` (additive forecast noise std, default 0) and ``init_std``.
       grid: candidate values per knob, tuned over their product; None takes the registry's
-        grid, ``{}`` tunes nothing (e.g. a paper's own setting).
+        grid for the knobs not fixed in ``knobs``, ``{}`` tunes nothing (e.g. a paper's own
+        setting). A knob is either fixed or tuned, not both.
       wrap: optional ``(filter_fn, obs) -> filter_fn`` applied to the bound analysis (e.g. the
-        authors' fill-unobserved device); must be a module-level function.
+        authors' fill-unobserved device). The cache knows it by its content
+        (:func:`scoreda._digest.digest`), so a lambda or a function redefined in a notebook
+        is its own method, never another's.
+
+    Every knob value (fixed, and each grid point) passes the filter's own checks when the
+    method is built.
     """
 
     label: str
@@ -128,27 +181,72 @@ class Method:
     wrap: Callable | None = None
 
     def __post_init__(self):
+        if not isinstance(self.label, str) or not self.label:
+            raise ValueError(f"label must be a non-empty string, got {self.label!r}")
         spec = registry.get(self.filter)
+        if not isinstance(self.knobs, Mapping):
+            raise ValueError(f"{self.label}: knobs must be a mapping of knob names to values, "
+                             f"got {type(self.knobs).__name__}")
+        if self.grid is not None and not isinstance(self.grid, Mapping):
+            raise ValueError(f"{self.label}: grid must be a mapping of knob names to candidate "
+                             f"values, or None, got {type(self.grid).__name__}")
+        if self.wrap is not None and not callable(self.wrap):
+            raise ValueError(f"{self.label}: wrap must be callable, got {self.wrap!r}")
+        # frozen copies, numbers as Python numbers: a generator grid is read once, and a
+        # caller's later change to its dict does not change the method
+        object.__setattr__(self, "knobs", {k: _plain(v) for k, v in self.knobs.items()})
         allowed = set(spec.knobs) | set(registry.CYCLE_KNOBS)
         for what, names in (("knobs", self.knobs), ("grid", self.grid or {})):
             unknown = set(names) - allowed
             if unknown:
                 raise ValueError(f"{self.label}: unknown {what} {sorted(unknown)}; "
                                  f"{self.filter} has {sorted(allowed)}")
+        both = sorted(set(self.knobs) & set(self.grid or {}))
+        if both:
+            raise ValueError(f"{self.label}: {both} both fixed in knobs and tuned in grid "
+                             f"(knobs {[self.knobs[k] for k in both]}, grid "
+                             f"{[self.grid[k] for k in both]}); keep one")
         for name, values in (self.grid or {}).items():
+            if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
+                raise ValueError(f"{self.label}: grid[{name!r}] must be a sequence of candidate "
+                                 f"values, got {values!r}")
+        frozen = {}
+        for name, values in (self.grid or {}).items():
+            values = [_plain(v) for v in values]
             if len(values) == 0:
                 raise ValueError(f"{self.label}: grid[{name!r}] is empty")
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:
+                raise ValueError(f"{self.label}: grid[{name!r}] repeats {repeated[0]!r}")
+            frozen[name] = tuple(values)
+        if self.grid is not None:
+            object.__setattr__(self, "grid", frozen)
+        for point in grid_points(self):
+            try:
+                spec.check_knobs(point)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{self.label} ({self.filter}): {err}") from None
 
     def tuning_grid(self) -> dict:
-        """The grid actually tuned over: ``grid``, or the registry's when ``grid`` is None."""
-        grid = registry.get(self.filter).grid if self.grid is None else self.grid
+        """The grid actually tuned over: ``grid``, or the registry's for the knobs not fixed
+        in ``knobs`` when ``grid`` is None."""
+        grid = ({k: v for k, v in registry.get(self.filter).grid.items() if k not in self.knobs}
+                if self.grid is None else self.grid)
         return {k: tuple(v) for k, v in grid.items()}
 
     def describe(self) -> dict:
-        """A JSON-able description (for cache keys and records)."""
+        """A JSON-able, readable description (for records and tables)."""
         return {"label": self.label, "filter": self.filter, "knobs": _jsonable(self.knobs),
                 "grid": _jsonable(self.tuning_grid()),
                 "wrap": None if self.wrap is None else _qualname(self.wrap)}
+
+    def identity(self) -> str:
+        """A digest of what the method computes: its description, the registry entry's
+        analysis and defaults, and ``wrap`` by content (:func:`scoreda._digest.digest`)."""
+        spec = registry.get(self.filter)
+        return _digest.digest({"method": self.describe(), "analysis": spec.analysis,
+                               "defaults": dict(spec.knobs), "wrap": self.wrap},
+                              f"method {self.label!r}")
 
 
 class Tuning(NamedTuple):
@@ -271,6 +369,9 @@ class Comparison:
         ``(ratio, low, high) = 1 + (mean, low, high of label - reference) / mean(reference)``.
         NaNs when fewer than 2 trials have both."""
         ref = self.best() if reference is None else reference
+        if ref == "":
+            raise ValueError(f"{self.case}: every method diverged in some trial, so there is no "
+                             "best method to be relative to; name one with reference=")
         diff = self.difference(label, ref)
         if diff.n < 2:
             return (float("nan"),) * 3
@@ -383,28 +484,47 @@ class Comparison:
 # running a method on a batch of trials
 
 
-_BOUND_FILTERS: dict = {}
+#: bound analyses by (filter, operator, static knobs, wrap), the callables by *identity*: one
+#: object per setting, so every grid point and trial shares one compilation, and two lambdas
+#: (or a function redefined in a notebook) are two settings, never one. Kept for the latest
+#: :data:`_BOUND_LIMIT` settings (each entry holds its operator and wrap, so an identity is
+#: never reused while it is a key).
+_BOUND_FILTERS: "collections.OrderedDict" = collections.OrderedDict()
+_BOUND_LIMIT = 64
 
 
 def _bound_filter(method: Method, obs, static: dict) -> Callable:
-    """The method's analysis with ``obs`` and its static knobs bound; one object per
-    setting, so that every grid point and trial shares one compilation."""
-    key = (method.filter, _qualname(obs) if callable(obs) else obs,
-           tuple(sorted((k, v) for k, v in static.items())),
-           None if method.wrap is None else _qualname(method.wrap))
-    if key not in _BOUND_FILTERS:
-        fn = registry.get(method.filter).bind(obs=obs, **static)
-        if method.wrap is not None:
-            fn = method.wrap(fn, obs)
-        _BOUND_FILTERS[key] = fn
-    return _BOUND_FILTERS[key]
+    """The method's analysis with ``obs`` and its static knobs bound (see :data:`_BOUND_FILTERS`)."""
+    spec = registry.get(method.filter)  # by identity too: a replaced registry entry is new
+    key = (method.filter, id(spec), ("callable", id(obs)) if callable(obs) else obs,
+           tuple(sorted((k, repr(v)) for k, v in static.items())),
+           None if method.wrap is None else id(method.wrap))
+    if key in _BOUND_FILTERS:
+        _BOUND_FILTERS.move_to_end(key)
+        return _BOUND_FILTERS[key][0]
+    fn = spec.bind(obs=obs, **static)
+    if method.wrap is not None:
+        fn = method.wrap(fn, obs)
+        if not callable(fn):
+            raise ValueError(f"{method.label}: wrap(filter_fn, obs) must return the wrapped "
+                             f"analysis (a callable), got {type(fn).__name__}")
+    _BOUND_FILTERS[key] = (fn, obs, method.wrap, spec)
+    while len(_BOUND_FILTERS) > _BOUND_LIMIT:
+        _BOUND_FILTERS.popitem(last=False)
+    return fn
 
 
 def _all_knobs(case: Case, method: Method, point: Mapping) -> tuple[dict, dict]:
-    """Every knob of a run (registry defaults, cycle knobs, then ``point``) and the static ones
-    among them (those that select code: strings, integers and the filter's ``static``)."""
+    """Every knob of a run (registry defaults, cycle knobs, the method's fixed knobs, then
+    ``point``, each overriding the ones before) and the static ones among them (those that
+    select code: strings, integers and the filter's ``static``). So a fixed knob the caller
+    does not give is kept, and one it gives is the caller's choice (e.g. a convergence
+    check with other ``n_steps``)."""
     spec = registry.get(method.filter)
-    knobs = dict(spec.knobs) | {"model_error": 0.0, "init_std": case.init_std} | dict(point)
+    point = {k: _plain(v) for k, v in point.items()}
+    spec.check_knobs(dict(method.knobs) | point)
+    knobs = (dict(spec.knobs) | {"model_error": 0.0, "init_std": case.init_std}
+             | dict(method.knobs) | point)
     knobs.update({k: float(knobs[k]) for k in registry.CYCLE_KNOBS})
     static = {k: (float(v) if k in spec.static else v) for k, v in knobs.items()
               if _is_static(v) or k in spec.static}
@@ -424,7 +544,8 @@ def trajectory(case: Case, method: Method, knobs: Mapping, seed: int, *,
     The same truth, observations, initial draws and cycle key as the batched runs of
     :func:`evaluate`, so its RMSE curve is that trial's row there (to rounding).
     """
-    trial = case.make_trial(int(seed))
+    (seed,) = _checks.seeds("seed", [seed])
+    (trial,) = make_trials(case, [seed])
     knobs, static = _all_knobs(case, method, knobs)
     filter_fn = _bound_filter(method, case.obs, static)
     dynamic = {k: jnp.float32(v) for k, v in knobs.items()
@@ -438,7 +559,8 @@ def trajectory(case: Case, method: Method, knobs: Mapping, seed: int, *,
 
 
 def _is_static(value) -> bool:
-    return isinstance(value, (str, bool, int, np.integer)) and not isinstance(value, float)
+    return value is None or (isinstance(value, (str, bool, int, np.integer))
+                             and not isinstance(value, float))
 
 
 def _run(case: Case, method: Method, trials: Sequence[Trial], seeds: Sequence[int],
@@ -509,6 +631,18 @@ def _time_averages(case: Case, out: assimilate.BatchResult):
 # the two stages
 
 
+def make_trials(case: Case, seeds: Sequence[int], trials: Sequence[Trial] | None = None) -> list:
+    """The trials of ``seeds`` (made by ``case.make_trial`` unless given), each checked by
+    :meth:`Case.check_trial`."""
+    seeds = _checks.seeds("seeds", seeds, 1)
+    trials = [case.make_trial(s) for s in seeds] if trials is None else list(trials)
+    if len(trials) != len(seeds):
+        raise ValueError(f"{case.name}: {len(trials)} trials for {len(seeds)} seeds")
+    for trial in trials:
+        case.check_trial(trial)
+    return trials
+
+
 def grid_points(method: Method) -> list[dict]:
     """Every point of the method's tuning grid (its fixed knobs merged in)."""
     grid = method.tuning_grid()
@@ -527,7 +661,7 @@ def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = F
     if not grid:
         return Tuning([], np.zeros(0), dict(method.knobs))
     points = grid_points(method)
-    trials = [case.make_trial(s) for s in seeds] if trials is None else trials
+    trials = make_trials(case, seeds, trials)
     outs = _run(case, method, trials, seeds, points, progress, batch_size, finished)
     scores, survival = [], []
     for out in outs:
@@ -549,7 +683,7 @@ def evaluate(case: Case, method: Method, knobs: dict, seeds: Sequence[int], *,
              finished=None) -> MethodResult:
     """Run ``method`` with ``knobs`` on the evaluation trials ``seeds`` (``finished``: a
     stage's store of finished runs, as :func:`compare` keeps them; None runs everything)."""
-    trials = [case.make_trial(s) for s in seeds] if trials is None else trials
+    trials = make_trials(case, seeds, trials)
     out = _run(case, method, trials, seeds, [dict(knobs)], progress, finished=finished)[0]
     rmse, spread, crps = _time_averages(case, out)
     ok = out.diverged_step < 0
@@ -571,31 +705,47 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
     in a folder beside the stage's JSON, removed once the JSON is written), so an
     interrupted comparison resumes within a method, not only between methods.
     """
-    tuning_seeds, evaluation_seeds = tuple(int(s) for s in tuning_seeds), tuple(int(s) for s in evaluation_seeds)
+    if not isinstance(case, Case):
+        raise ValueError(f"case must be a compare.Case, got {type(case).__name__}")
+    methods = list(methods) if hasattr(methods, "__iter__") else methods
+    if not isinstance(methods, list) or not methods:
+        raise ValueError(f"methods must be a non-empty sequence of compare.Method, got {methods!r}")
+    for m in methods:
+        if not isinstance(m, Method):
+            raise ValueError(f"methods must hold compare.Method objects, got {type(m).__name__}")
+    tuned = any(m.tuning_grid() for m in methods)
+    evaluation_seeds = _checks.seeds("evaluation_seeds", evaluation_seeds, 2)
+    tuning_seeds = _checks.seeds("tuning_seeds", tuning_seeds, 1 if tuned else 0)
     if set(tuning_seeds) & set(evaluation_seeds):
         raise ValueError(f"tuning and evaluation seeds must be disjoint; both hold "
                          f"{sorted(set(tuning_seeds) & set(evaluation_seeds))}")
-    if len(evaluation_seeds) < 2:
-        raise ValueError(f"evaluation_seeds must hold at least 2 trials (10 or more for the book), "
-                         f"got {len(evaluation_seeds)}")
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"method labels must be unique, got {labels}")
     reference = labels[0] if reference is None else reference
     if reference not in labels:
         raise ValueError(f"reference must be one of {labels}, got {reference!r}")
+    identities = None
+    if cache and case.cache_key:
+        try:  # keyed by what they compute, or not cached at all
+            identities = case.identity(), {m.label: m.identity() for m in methods}
+        except _digest.Unkeyable as err:
+            raise ValueError(f"cannot cache this comparison: {err}. Pass cache=False, or build "
+                             "the case and methods from functions whose closures hold numbers, "
+                             "arrays, configurations and other functions") from None
     tune_trials = eval_trials = None
     tunings, results = {}, {}
     bar = tqdm(methods, desc=f"{case.name}", unit="method", disable=not progress)
     for method in bar:
         bar.set_postfix_str(method.label)
-        store = _Store(case, method, tuning_seeds, evaluation_seeds) if cache and case.cache_key else None
+        store = (_Store(case, method, tuning_seeds, evaluation_seeds, identities[0],
+                        identities[1][method.label]) if identities else None)
         tuning = store.load_tuning() if store else None
         if tuning is not None:
             store.tuning_runs.clear()  # runs left by a crash between storing and clearing
         if tuning is None:
             if method.tuning_grid() and tune_trials is None:
-                tune_trials = [case.make_trial(s) for s in tuning_seeds]
+                tune_trials = make_trials(case, tuning_seeds)
             tuning = tune(case, method, tuning_seeds, trials=tune_trials, progress=progress,
                           batch_size=len(evaluation_seeds), finished=store and store.tuning_runs)
             if store:
@@ -603,10 +753,12 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
                 store.tuning_runs.clear()
         result = store.load_result() if store else None
         if result is not None:
+            result = store.check_result(result, tuning)
+        if result is not None:
             store.result_runs.clear()
         if result is None:
             if eval_trials is None:
-                eval_trials = [case.make_trial(s) for s in evaluation_seeds]
+                eval_trials = make_trials(case, evaluation_seeds)
             result = evaluate(case, method, tuning.chosen, evaluation_seeds, trials=eval_trials,
                               progress=progress, finished=store and store.result_runs)
             if store:
@@ -625,18 +777,27 @@ class _Store:
     """One method's cached tuning and evaluation of one case: one JSON file each, written
     atomically (a reader sees a whole file or none). A file that cannot be read back is
     reported by a :class:`~scoreda.surrogates.train.CacheWarning` naming it, removed and
-    computed again, never trusted."""
+    computed again, never trusted; so is a file whose contents do not fit the method (a
+    chosen point off its grid, evaluated knobs other than the chosen ones).
 
-    def __init__(self, case: Case, method: Method, tuning_seeds, evaluation_seeds):
+    The key holds the case's label and :meth:`Case.identity`, the method's description and
+    :meth:`Method.identity`, the seeds, and a digest of the package's code
+    (:func:`scoreda._digest.package_digest`): a change of any of them is a new entry."""
+
+    def __init__(self, case: Case, method: Method, tuning_seeds, evaluation_seeds,
+                 case_identity: str, method_identity: str):
         from scoreda.surrogates import train  # the cache directory and atomic JSON writer
 
         self._write, self._warning = train.write_json, train.CacheWarning
         self._write_npz = train.write_npz
-        described = {"case": case.cache_key, "burn_in": case.burn_in, "init_std": case.init_std,
+        self.method = method
+        described = {"case": case.cache_key, "case_identity": case_identity,
+                     "burn_in": case.burn_in, "init_std": case.init_std,
                      "divergence_bound": case.divergence_bound, "method": method.describe(),
-                     "version": _version()}
-        key_tune = _digest(described | {"seeds": list(tuning_seeds)})
-        key_eval = _digest(described | {"tuning": key_tune, "seeds": list(evaluation_seeds)})
+                     "method_identity": method_identity, "version": _version(),
+                     "code": _digest.package_digest()}
+        key_tune = _key(described | {"seeds": list(tuning_seeds)})
+        key_eval = _key(described | {"tuning": key_tune, "seeds": list(evaluation_seeds)})
         root = train.cache_dir() / "compare"
         self.tuning_path = root / f"tune-{key_tune}.json"
         self.result_path = root / f"eval-{key_eval}.json"
@@ -658,6 +819,7 @@ class _Store:
             if len(tuning.points) != self.n_points or tuning.scores.shape != (self.n_points,):
                 raise ValueError(f"{len(tuning.points)} points and {tuning.scores.size} scores "
                                  f"for a grid of {self.n_points}")
+            check_tuning(self.method, tuning)
             return tuning
 
         return self._load(self.tuning_path, build)
@@ -679,6 +841,18 @@ class _Store:
 
         return self._load(self.result_path, build)
 
+    def check_result(self, result: MethodResult, tuning: Tuning) -> MethodResult | None:
+        """``result`` when it was evaluated with ``tuning``'s chosen knobs; otherwise the
+        entry is named in a warning, removed and None returned (computed again)."""
+        if _canonical(result.knobs) == _canonical(tuning.chosen):
+            return result
+        warnings.warn(self._warning(
+            f"comparison cache entry {self.result_path} was evaluated with knobs "
+            f"{result.knobs}, not the tuned {tuning.chosen}; removed, computing it again"),
+            stacklevel=3)
+        self.result_path.unlink(missing_ok=True)
+        return None
+
     def save_result(self, result: MethodResult):
         self._write(self.result_path, _result_json(result))
 
@@ -692,7 +866,7 @@ class _Runs:
         self.folder, self._write_npz, self._warning = folder, write_npz, warning
 
     def _path(self, point: Mapping, seed: int) -> Path:
-        return self.folder / f"{_digest({'point': _jsonable(point), 'seed': int(seed)})}.npz"
+        return self.folder / f"{_key({'point': _jsonable(point), 'seed': int(seed)})}.npz"
 
     def load(self, point: Mapping, seed: int) -> assimilate.BatchResult | None:
         def read(path):
@@ -747,13 +921,41 @@ def _jsonable(obj):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
+    return _plain(obj)
 
 
-def _digest(described: dict) -> str:
+def _plain(value):
+    """A NumPy or JAX scalar (0-d array) as the Python number it holds; anything else as is."""
+    if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        return np.asarray(value).item()
+    return value
+
+
+def _key(described: dict) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _canonical(obj) -> str:
+    """A JSON text of ``obj`` that a JSON round trip keeps (tuples as lists, sorted keys)."""
+    return json.dumps(_jsonable(obj), sort_keys=True, default=str)
+
+
+def check_tuning(method: Method, tuning: Tuning) -> None:
+    """Raise ``ValueError`` unless ``tuning`` fits ``method``: its points are the method's
+    grid, its chosen knobs are the fixed knobs with one of those points, and that point has
+    the lowest score (when any score is finite)."""
+    grid = method.tuning_grid()
+    expected = [{k: p[k] for k in grid} for p in grid_points(method)] if grid else []
+    if _canonical(tuning.points) != _canonical(expected):
+        raise ValueError(f"its points {tuning.points} are not the grid of {method.label}")
+    candidates = [_canonical(dict(method.knobs) | p) for p in expected] or [_canonical(dict(method.knobs))]
+    chosen = _canonical(tuning.chosen)
+    if chosen not in candidates:
+        raise ValueError(f"its chosen knobs {tuning.chosen} are not a point of {method.label}'s "
+                         "grid with its fixed knobs")
+    scores = np.asarray(tuning.scores, float)
+    if scores.size and np.isfinite(scores).any() and candidates.index(chosen) != int(np.argmin(scores)):
+        raise ValueError(f"its chosen knobs {tuning.chosen} do not have the lowest score")
 
 
 def _qualname(fn) -> str:

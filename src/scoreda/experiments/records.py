@@ -66,15 +66,52 @@ def check(folder: Path) -> list[str]:
             problems.append(f"{folder}: no {name}")
     if problems:
         return problems
-    run, results = (json.loads((folder / n).read_text()) for n in ("run.json", "results.json"))
+    loaded = {}
+    for name in ("run.json", "results.json"):
+        try:
+            loaded[name] = json.loads((folder / name).read_text())
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            problems.append(f"{folder / name}: not readable JSON ({type(err).__name__}: {err})")
+            continue
+        if not isinstance(loaded[name], dict):
+            problems.append(f"{folder / name}: holds a {type(loaded[name]).__name__}, not an object")
+    if problems:
+        return problems
+    run, results = loaded["run.json"], loaded["results.json"]
     if run.get("status") != "completed":
         problems.append(f"{folder}: run status {run.get('status')!r}, not 'completed'")
     for key in ("notebook", "parameters", "versions"):
         if run.get(key) != results.get(key):
             problems.append(f"{folder}: run.json and results.json differ in {key}")
-    for key in ("effective_parameters", "machine", "command", "started", "ended"):
+    for key in ("notebook", "parameters", "versions", "effective_parameters", "machine",
+                "command", "started", "ended"):
         if key not in run:
             problems.append(f"{folder}: run.json has no {key}")
+    versions = run.get("versions")
+    if "versions" in run and not (isinstance(versions, dict)
+                                  and all(k in versions for k in ("scoreda", "jax"))):
+        problems.append(f"{folder}: run.json's versions must name scoreda and jax, got {versions!r}")
+    earlier = run.get("earlier_attempts", [])
+    if not (isinstance(earlier, list) and all(isinstance(a, dict) for a in earlier)):
+        problems.append(f"{folder}: run.json's earlier_attempts must be a list of objects "
+                        f"(started, ended, status), got {earlier!r}")
+        earlier = []
+    attempts = earlier + [run]
+    for i, attempt in enumerate(attempts):
+        which = "run.json" if attempt is run else f"run.json's earlier attempt {i + 1}"
+        times = {}
+        for key in ("started", "ended"):
+            if key in attempt:
+                try:
+                    times[key] = _dt.datetime.fromisoformat(attempt[key])
+                except (TypeError, ValueError):
+                    problems.append(f"{folder}: {which} has a {key} time that is not ISO 8601: "
+                                    f"{attempt[key]!r}")
+        if len(times) == 2 and (times["ended"].tzinfo is None) != (times["started"].tzinfo is None):
+            problems.append(f"{folder}: {which} mixes times with and without a time zone")
+        elif len(times) == 2 and times["ended"] < times["started"]:
+            problems.append(f"{folder}: {which} ends ({attempt['ended']}) before it starts "
+                            f"({attempt['started']})")
     if not results.get("values"):
         problems.append(f"{folder}: results.json holds no values")
     return problems

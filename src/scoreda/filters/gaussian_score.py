@@ -71,7 +71,8 @@ members unless ``linearise="member"`` with a nonlinear :math:`h`). Dense in :mat
 meant for states up to a few thousand components (Lorenz-96, KdV), not for :math:`d = 10^6`
 (:mod:`scoreda.filters.regression` is the variant that scales).
 
-Analysis inflation multiplies the analysis anomalies, as for the Kalman filters.
+Analysis inflation multiplies the analysis anomalies, as for the Kalman filters; with
+nothing observed the forecast is returned unchanged, as by the Kalman filters.
 """
 
 from __future__ import annotations
@@ -278,19 +279,26 @@ def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mas
     ensemble, y, h, precision = kalman.prepare_inputs(ensemble, y, obs_std, obs, mask)  # shapes, y
     d = ensemble.shape[1]
     mask = precision > 0
-    _checks.inflation(inflation)
-    if _checks.is_concrete(radius) and not (np.ndim(radius) == 0 and float(radius) > 0):
-        raise ValueError(f"radius must be a number > 0 (inf: no localisation), got {radius!r}")
-    _checks.integer("n_steps", n_steps, 1)
-    if linearise not in ("member", "mean"):
-        raise ValueError(f"linearise must be 'member' or 'mean', got {linearise!r}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    _checks.ensf_noise_scales(eps_a, eps_b)
+    check_knobs(inflation=inflation, radius=radius, n_steps=n_steps, eps_a=eps_a, eps_b=eps_b,
+                sampler=sampler, linearise=linearise, stacklevel=3)
     distances = kalman.component_distances(d, distances)
     dtype = ensemble.dtype
-    return _analysis(key, ensemble, y, mask, obs_std, jnp.asarray(inflation, dtype),
-                     jnp.asarray(radius, dtype), jnp.asarray(eps_a, dtype),
-                     jnp.asarray(eps_b, dtype), jnp.asarray(distances, dtype),
-                     obs=obs if isinstance(obs, str) else "callable", h=h, n_steps=int(n_steps),
-                     sampler=sampler, linearise=linearise)
+    out = _analysis(key, ensemble, y, mask, obs_std, jnp.asarray(inflation, dtype),
+                    jnp.asarray(radius, dtype), jnp.asarray(eps_a, dtype),
+                    jnp.asarray(eps_b, dtype), jnp.asarray(distances, dtype),
+                    obs=obs if isinstance(obs, str) else "callable", h=h, n_steps=int(n_steps),
+                    sampler=sampler, linearise=linearise)
+    return kalman.unless_unobserved(out, ensemble, precision)
+
+
+def check_knobs(*, inflation=1.0, radius=4.0, n_steps=20, eps_a=1e-4, eps_b=0.0,
+                sampler="flow", linearise="mean", stacklevel: int = 4) -> None:
+    """Raise ``ValueError`` naming the first knob of :func:`analysis` outside its range."""
+    _checks.inflation(inflation, stacklevel=stacklevel)
+    _checks.positive("radius", radius, allow_inf=True)
+    _checks.integer("n_steps", n_steps, 1)
+    if not isinstance(linearise, str) or linearise not in ("member", "mean"):
+        raise ValueError(f"linearise must be 'member' or 'mean', got {linearise!r}")
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    _checks.ensf_noise_scales(eps_a, eps_b)

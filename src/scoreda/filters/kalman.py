@@ -23,7 +23,9 @@ unobserved components carry zero weight),
   the Gaspari-Cohn function of the distance to the observations (R-localisation).
 
 Every filter ends with multiplicative inflation of the analysis anomalies by
-``inflation`` (DAPPER's convention: ``infl = 1.02`` scales the anomalies by 1.02).
+``inflation`` (DAPPER's convention: ``infl = 1.02`` scales the anomalies by 1.02). When no
+component is observed (``mask`` all False) the forecast is returned unchanged, inflation
+included, as at a step without observations.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks
-from scoreda.observe import operator as _operator
+from scoreda.observe import check_operator
 
 #: DAPPER's scaling of the localisation radius: GC half-width c = 1.82 * radius, so the
 #: taper is about exp(-1/2) at distance = radius and zero beyond 2c.
@@ -80,8 +82,10 @@ def component_distances(d: int, distances=None):
 
 def prepare_inputs(ensemble, y, obs_std, obs, mask):
     """Checked inputs of an ensemble analysis: the ensemble ``(N, d)`` as float, ``y`` with its
-    unobserved entries zeroed, the operator ``h`` and the diagonal precision ``mask / obs_std^2``
-    ``(d,)`` (zero where unobserved). Raises ``ValueError`` naming the bad argument."""
+    unobserved entries zeroed, the operator ``h`` (a callable's output shape checked) and the
+    diagonal precision ``mask / obs_std^2`` ``(d,)`` (zero where unobserved). Raises
+    ``ValueError`` naming the bad argument, also when ``obs_std`` is so small that the
+    precision overflows the ensemble's dtype."""
     ensemble = jnp.asarray(ensemble)
     if ensemble.ndim != 2 or ensemble.shape[0] < 2:
         raise ValueError(f"ensemble must have shape (N, d) with N >= 2, got {ensemble.shape}")
@@ -90,11 +94,27 @@ def prepare_inputs(ensemble, y, obs_std, obs, mask):
     _checks.positive("obs_std", obs_std)
     _checks.finite("ensemble", ensemble)
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
-    h = _operator(obs)
+    # the precision 1 / obs_std^2 weighs the anomalies: it must not overflow (all-NaN otherwise)
+    _checks.likelihood_precision(obs_std, ensemble.dtype)
+    h = check_operator(obs, d, ensemble.dtype)
     mask = jnp.ones(d, bool) if mask is None else jnp.asarray(mask, bool)
     y = _checks.masked_observation(y, mask, ensemble.dtype)
     precision = mask.astype(ensemble.dtype) / jnp.asarray(obs_std, ensemble.dtype) ** 2
     return ensemble, y, h, precision
+
+
+def unless_unobserved(analysis, ensemble, precision):
+    """``analysis``, or the forecast ``ensemble`` unchanged when no component is observed
+    (``precision`` all zero): nothing observed, nothing to analyse (works under ``vmap``)."""
+    return jnp.where(jnp.any(precision > 0), analysis, ensemble)
+
+
+def check_knobs(*, inflation=1.0, radius=None, distances=None) -> None:
+    """The Kalman filters' knobs: ``inflation`` > 0 (below 1 warned as
+    ``scoreda._checks.Deflation``), a localisation ``radius`` > 0 (LETKF)."""
+    _checks.inflation(inflation, stacklevel=4)
+    if radius is not None:
+        _checks.positive("radius", radius)
 
 
 def _check_inflation(inflation):
@@ -212,7 +232,7 @@ def etkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=No
     del key
     ensemble, y, h, precision = prepare_inputs(ensemble, y, obs_std, obs, mask)
     _check_inflation(inflation)
-    return _etkf(ensemble, y, precision, inflation, h=h)
+    return unless_unobserved(_etkf(ensemble, y, precision, inflation, h=h), ensemble, precision)
 
 
 def enkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
@@ -220,7 +240,8 @@ def enkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=No
     """Stochastic (perturbed-observation) EnKF analysis. Shapes as :func:`etkf`."""
     ensemble, y, h, precision = prepare_inputs(ensemble, y, obs_std, obs, mask)
     _check_inflation(inflation)
-    return _enkf(key, ensemble, y, jnp.asarray(obs_std, ensemble.dtype), precision, inflation, h=h)
+    out = _enkf(key, ensemble, y, jnp.asarray(obs_std, ensemble.dtype), precision, inflation, h=h)
+    return unless_unobserved(out, ensemble, precision)
 
 
 def letkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
@@ -260,6 +281,7 @@ def letkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=N
         # taper's support 2c (exactly the same analysis, on smaller matrices)
         neighbours, near = local or local_neighbourhoods(distances, 2.0 * float(scale))
         taper = jnp.where(near >= 0, gaspari_cohn(jnp.asarray(near, ensemble.dtype) / scale), 0.0)
-    return _letkf(ensemble, y, precision, inflation, jnp.asarray(neighbours),
-                  taper.astype(ensemble.dtype), h=h)
+    out = _letkf(ensemble, y, precision, inflation, jnp.asarray(neighbours),
+                 taper.astype(ensemble.dtype), h=h)
+    return unless_unobserved(out, ensemble, precision)
 

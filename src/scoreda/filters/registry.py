@@ -25,9 +25,11 @@ initial ensemble around the truth. The comparison harness
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Callable, Mapping, NamedTuple
 
+from scoreda import _checks
 from scoreda.filters import ensf, gaussian_score, kalman, regression
 
 #: knobs every filter has that the cycle (not the analysis) applies
@@ -44,6 +46,8 @@ class FilterSpec(NamedTuple):
       summary: one line for tables and the book.
       static: float knobs that are better fixed at compile time than traced (the harness
         compiles one cycle per value): the LETKF's radius sizes its local problems.
+      check: ``(**knobs) -> None``, the filter's own check of its knobs' values (the one its
+        analysis runs), raising ``ValueError`` naming the knob.
     """
 
     analysis: Callable
@@ -51,6 +55,25 @@ class FilterSpec(NamedTuple):
     grid: Mapping
     summary: str
     static: tuple = ()
+    check: Callable | None = None
+
+    def check_knobs(self, knobs: Mapping) -> None:
+        """Raise ``ValueError`` naming the first of ``knobs`` (merged over the defaults) that
+        this filter refuses, or an unknown name; the cycle knobs (:data:`CYCLE_KNOBS`) are
+        checked too. A deflation (inflation < 1) is allowed silently here: a tuning grid may
+        hold it, and the analysis warns when it runs."""
+        unknown = set(knobs) - set(self.knobs) - set(CYCLE_KNOBS)
+        if unknown:
+            raise ValueError(f"unknown knobs {sorted(unknown)}; this filter has "
+                             f"{sorted(set(self.knobs) | set(CYCLE_KNOBS))}")
+        for name in CYCLE_KNOBS:
+            if name in knobs:
+                _checks.non_negative(name, knobs[name])
+        values = {k: v for k, v in (dict(self.knobs) | dict(knobs)).items() if k not in CYCLE_KNOBS}
+        if self.check is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", _checks.Deflation)
+                self.check(**values)
 
     def bind(self, *, obs, **knobs) -> Callable:
         """The analysis with ``obs`` and the knobs (defaults overridden by ``knobs``) bound:
@@ -63,39 +86,58 @@ class FilterSpec(NamedTuple):
 
 _INFLATION = (1.0, 1.02, 1.05, 1.1, 1.2, 1.4)
 _ENSF = {"eps_a": 0.5, "eps_b": 0.025, "kernel_var": 0.0, "n_steps": 100,
-         "integrator": "exponential", "start": "marginal"}
+         "integrator": "exponential", "start": "marginal", "clip": None, "scale": 1.0,
+         "report_clipping": False}
+
+
+def _check_ensf(**knobs):
+    report = knobs.get("report_clipping", False)
+    if not isinstance(report, bool):
+        raise ValueError(f"report_clipping must be True or False, got {report!r}")
+    ensf.check_knobs(**{k: v for k, v in knobs.items() if k not in ("prior", "report_clipping")})
+
+
+def _kalman_check(**knobs):
+    kalman.check_knobs(**knobs)
 
 FILTERS: dict[str, FilterSpec] = {
     "EnKF": FilterSpec(
         kalman.enkf, {"inflation": 1.0}, {"inflation": _INFLATION},
-        "stochastic (perturbed-observation) EnKF, multiplicative inflation"),
+        "stochastic (perturbed-observation) EnKF, multiplicative inflation",
+        check=_kalman_check),
     "ETKF": FilterSpec(
         kalman.etkf, {"inflation": 1.0}, {"inflation": _INFLATION},
-        "ensemble transform Kalman filter (symmetric square root), multiplicative inflation"),
+        "ensemble transform Kalman filter (symmetric square root), multiplicative inflation",
+        check=_kalman_check),
     "LETKF": FilterSpec(
         kalman.letkf, {"inflation": 1.0, "radius": 4.0},
         {"inflation": _INFLATION, "radius": (1.0, 2.0, 4.0, 8.0)},
-        "local ETKF, Gaspari-Cohn R-localisation, multiplicative inflation", static=("radius",)),
+        "local ETKF, Gaspari-Cohn R-localisation, multiplicative inflation", static=("radius",),
+        check=_kalman_check),
     "EnSF": FilterSpec(
         partial(ensf.analysis, prior="paired"), _ENSF,
         {"eps_b": (0.005, 0.01, 0.025, 0.05, 0.1)},
-        "Ensemble Score Filter, paired prior score (one member per trajectory)"),
+        "Ensemble Score Filter, paired prior score (one member per trajectory)",
+        check=_check_ensf),
     "EnSF mixture": FilterSpec(
         partial(ensf.analysis, prior="mixture"), _ENSF | {"kernel_var": 0.05},
         {"kernel_var": (0.01, 0.05, 0.2), "eps_b": (0.01, 0.025, 0.05)},
-        "Ensemble Score Filter, Gaussian-mixture prior score over all members"),
+        "Ensemble Score Filter, Gaussian-mixture prior score over all members",
+        check=_check_ensf),
     "EnSF-G": FilterSpec(
         gaussian_score.analysis,
         {"inflation": 1.0, "radius": 4.0, "n_steps": 20, "eps_a": 1e-4, "eps_b": 0.0, "sampler": "flow",
          "linearise": "mean"},
         {"inflation": _INFLATION[:5], "radius": (2.0, 4.0, 8.0)},
         "score filter with a localised Gaussian prior and the exact diffused likelihood "
-        "(Kalman posterior when h is linear), analysis inflation"),
+        "(Kalman posterior when h is linear), analysis inflation",
+        check=gaussian_score.check_knobs),
     "EnSF-LR": FilterSpec(
         regression.analysis, _ENSF | {"radius": 4.0},
         {"eps_b": (0.005, 0.01, 0.025, 0.05, 0.1), "radius": (2.0, 4.0, 8.0)},
         "paired EnSF, then its observed increments regressed onto the unobserved components "
-        "(localised ensemble covariance)"),
+        "(localised ensemble covariance)",
+        check=regression.check_knobs),
 }
 
 

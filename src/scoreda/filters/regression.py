@@ -33,6 +33,7 @@ the paired EnSF's :math:`O(N d K)` it adds little at any :math:`d` (``benchmarks
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import jax
@@ -147,8 +148,27 @@ def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mas
     """EnSF-LR analysis: :func:`scoreda.filters.ensf.analysis` with ``ensf_knobs``, then
     :func:`spread_increments` with ``radius`` (the regression's localisation, DAPPER's
     convention). Shapes and the other arguments as for EnSF."""
+    if jnp.ndim(ensemble) == 2 and jnp.shape(ensemble)[0] < 2:
+        raise ValueError(f"EnSF-LR needs N >= 2 members (its regression uses the ensemble's "
+                         f"covariance), got ensemble of shape {jnp.shape(ensemble)}")
+    check_knobs(radius=radius, **ensf_knobs)
+    if distances is not None and jnp.ndim(ensemble) == 2:  # checked before the EnSF run
+        kalman.component_distances(jnp.shape(ensemble)[1], distances)
     x_s = ensf.analysis(key, ensemble, y, obs_std, obs=obs, mask=mask, **ensf_knobs)
     if mask is None:  # everything observed: nothing to regress onto
         return x_s
     return spread_increments(jnp.asarray(ensemble, x_s.dtype), x_s, mask, radius=radius,
                              distances=distances)
+
+
+def check_knobs(*, radius=4.0, **ensf_knobs) -> None:
+    """The regression's localisation ``radius`` > 0 and EnSF's knobs
+    (:func:`scoreda.filters.ensf.check_knobs`)."""
+    _checks.positive("radius", radius)
+    ensf_knobs = dict(ensf_knobs)
+    if not isinstance(ensf_knobs.pop("report_clipping", False), bool):
+        raise ValueError("report_clipping must be True or False")
+    unknown = set(ensf_knobs) - set(inspect.signature(ensf.check_knobs).parameters)
+    if unknown:
+        raise TypeError(f"EnSF-LR got unknown knobs {sorted(unknown)}")
+    ensf.check_knobs(**ensf_knobs)

@@ -52,7 +52,7 @@ def test_two_lambda_wraps_are_two_methods(tmp_path, monkeypatch):
                                                  wrap=lambda fn, obs: _noop), {}, [0, 1, 2])
     np.testing.assert_allclose(result.results["no analysis"].rmse, free.rmse, rtol=1e-6)
     assert np.mean(result.results["no analysis"].rmse) > 2 * np.mean(result.results["ETKF"].rmse)
-    assert result.difference("no analysis").mean > 0.5
+    assert result.difference("no analysis").estimate > 0.5
 
 
 def test_two_cases_with_one_label_and_different_operators_do_not_share_numbers(tmp_path, monkeypatch):
@@ -364,7 +364,7 @@ def test_a_loop_config_names_a_surrogate_that_is_not_a_configuration():
     (["reproduce", "--dry-run", "--resume", "04"], "--dry-run runs nothing, so --resume"),
     (["reproduce", "--dry-run", "--no-estimate", "04", "04"], "04_lorenz96_experiment named more than once"),
     (["run", "01", "-p", "scale", "book", "--scale", "paper"], "give the scale once"),
-    (["run", "04", "-p", "tuned_kalman", "['EnKFF']"], r"tuned_kalman may hold only \['EnKF', 'LETKF'\], got 'EnKFF'"),
+    (["run", "04", "-p", "tuned_kalman", "['EnKFF']"], r"tuned_kalman may hold only \['EnKF', 'LETKF', 'IEnKF', 'LETKF-tan'\], got 'EnKFF'"),
     (["run", "04", "-p", "authors_setting_in", "['XX']"], r"authors_setting_in may hold only \['SA', 'IA', 'SI', 'truth'\], got 'XX'"),
     (["run", "04", "-p", "tuning_seeds", "[1, 1]"], r"tuning_seeds repeats 1"),
     (["run", "04", "-p", "eps_b_grid", "[0.1, -0.2]"], r"eps_b_grid must hold finite numbers >= 0 .*got -0.2"),
@@ -539,8 +539,8 @@ def test_grids_are_frozen_when_the_method_is_built():
 @pytest.mark.parametrize("call, match", [
     (lambda: compare.Method("a", "ETKF", knobs={"inflation": [1.0, 1.1]}),
      r"inflation must be one number > 0, got an array of shape \(2,\)"),
-    (lambda: kalman.etkf(KEY, jnp.ones((4, 8)), jnp.zeros(8), jnp.full(8, 0.5)),
-     r"obs_std must be one number > 0, got an array of shape \(8,\)"),
+    (lambda: kalman.etkf(KEY, jnp.ones((4, 8)), jnp.zeros(8), jnp.full(5, 0.5)),
+     r"obs_std must be one number or one per component, shape \(8,\), got shape \(5,\)"),
     (lambda: ensf.analysis(KEY, jnp.ones((4, 8)), jnp.zeros(8), 0.5, scale=jnp.ones(8)),
      r"scale must be one number > 0"),
     (lambda: ensf.analysis(KEY, jnp.ones((4, 8)), jnp.zeros(8), 0.5, scale=1e-20),

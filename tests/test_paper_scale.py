@@ -48,10 +48,12 @@ def test_the_cost_model_counts_the_cycles_the_harness_runs(tmp_path, monkeypatch
     a one-point grid is still tuned, a fixed method is not."""
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
     case = twin.case(twin.TwinConfig(d=20, n_cycles=30, burn_in=5, n_members=10))
-    methods = [compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.05, 1.3)}),
+    # widen=0: the cost model counts the given grids (widening depends on the scores)
+    methods = [compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.05, 1.3)}, widen=0),
                compare.Method("ETKF one point", "ETKF", grid={"inflation": (1.1,)}),
                compare.Method("ETKF fixed", "ETKF", knobs={"inflation": 1.3}, grid={}),
-               compare.Method("LETKF", "LETKF", grid={"inflation": (1.0, 1.1), "radius": (2.0, 4.0)})]
+               compare.Method("LETKF", "LETKF", grid={"inflation": (1.0, 1.1), "radius": (2.0, 4.0)},
+                              widen=0)]
     rows = []
     real = compare.assimilate.cycle_batch
     monkeypatch.setattr(compare.assimilate, "cycle_batch",

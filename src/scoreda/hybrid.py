@@ -52,7 +52,7 @@ from scoreda.surrogates import conv, evaluate, train
 from scoreda.surrogates import data as data_lib
 from scoreda.systems import lorenz96 as l96
 
-FILTERS = ("EnSF", "EnKF", "ETKF", "LETKF")
+FILTERS = ("EnSF", "EnKF", "ETKF", "LETKF", "IEnKF", "LETKF-tan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,7 +291,9 @@ def make_filter(name: str, obs: str, inflation: float, ensf_steps: int, eps_a: f
     with the loop's knobs (cached: one compilation per configuration)."""
     knobs = {"EnSF": {"n_steps": ensf_steps, "eps_a": eps_a, "eps_b": eps_b},
              "EnKF": {"inflation": inflation}, "ETKF": {"inflation": inflation},
-             "LETKF": {"inflation": inflation, "radius": radius}}
+             "LETKF": {"inflation": inflation, "radius": radius},
+             "IEnKF": {"inflation": inflation, "radius": radius},
+             "LETKF-tan": {"inflation": inflation, "radius": radius}}
     if name not in knobs:
         raise ValueError(f"filter must be one of {FILTERS}, got {name!r}")
     return registry.get(name).bind(obs=obs, **knobs[name])

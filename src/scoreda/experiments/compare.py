@@ -8,10 +8,19 @@ A comparison in this package is *fair* and *powered*:
 * **tuned per case**: each method is tuned on *tuning trials* whose seeds are disjoint from
   the *evaluation trials*, over the product of its grid; the grid and every point's score
   are part of the result;
-* **powered**: on the evaluation trials each method's time-averaged RMSE, its spread/RMSE,
-  CRPS and rank histogram, and its diverged trials (counted, never dropped silently); the
-  difference to a reference method is reported with the 95% interval of the *paired*
-  difference over trials, :math:`\bar\delta \pm t_{0.975,n-1}\, s_\delta/\sqrt n`.
+* **powered**: on the evaluation trials each method's time-averaged RMSE (mean with a
+  bootstrap interval), its spread/RMSE, CRPS and rank histogram, its diverged trials and the
+  trials where it lost track (RMSE above the case's ``climate_std``), all counted, never
+  dropped; the difference to a reference method is the Hodges–Lehmann estimate of the *paired*
+  difference over every trial with its Wilcoxon signed-rank 95% interval and p-value, a
+  diverged trial counting as a loss (:mod:`scoreda.experiments.statistics`: rank statistics,
+  which heavy-tailed RMSEs need); :func:`~scoreda.experiments.statistics.holm` corrects a
+  chapter's verdicts together;
+* **tuned to an interior optimum**: a grid point's score is the mean RMSE over the tuning
+  trials with a diverged trial counted as the worst (never ``inf`` for the whole point), and
+  a numeric axis whose chosen value sits at an edge of its grid is widened along the line
+  through the chosen point, one value beyond the edge per round, for up to ``Method.widen``
+  rounds (the final grid and every point scored are the tuning's).
 
 Trials run side by side in one compiled, vmapped scan
 (:func:`scoreda.assimilate.cycle_batch`), and so do the float-valued points of a grid (the
@@ -54,7 +63,13 @@ from scipy import stats as _stats
 from tqdm import tqdm
 
 from scoreda import _checks, _digest, assimilate, observe
+from scoreda.experiments.statistics import Difference, Family, holm, mean_interval, paired_difference
 from scoreda.filters import registry
+
+__all__ = ["Trial", "Case", "Method", "Tuning", "MethodResult", "Difference", "Family",
+           "Comparison", "paired_difference", "mean_interval", "holm", "trajectory",
+           "make_trials", "grid_points", "tuning_scores", "search", "tune", "evaluate", "compare",
+           "check_tuning"]
 
 
 class Trial(NamedTuple):
@@ -87,8 +102,9 @@ class Case:
       model_args: arrays shared by all trials (e.g. a surrogate's parameters).
       burn_in: steps left out of every time average (the filters' spin-up).
       init_std: default spread of the initial ensemble (a method may tune its own).
-      climate_std: the climatological standard deviation of one component (kept with the
-        case for the chapters' judgements of lost track; the table does not count it yet).
+      climate_std: the climatological standard deviation of one component: a trial whose
+        time-averaged RMSE exceeds it has lost track (counted in the table's "lost track"
+        column; a diverged trial in tuning scores at least this).
       divergence_bound: an RMSE above it at any step (or a non-finite one) is a divergence.
       cache_key: a readable label of what ``make_trial`` and ``model`` depend on (system,
         sizes, surrogate's cache entry); None disables caching. The cache is keyed by it
@@ -169,6 +185,16 @@ class Method:
         authors' fill-unobserved device). The cache knows it by its content
         (:func:`scoreda._digest.digest`), so a lambda or a function redefined in a notebook
         is its own method, never another's.
+      widen: at most this many rounds of grid widening (:func:`search`): while the chosen
+        value of a float-valued axis with two or more values sits at an edge, the point one
+        step beyond that edge *along the line through the chosen point* is scored (the step:
+        the edge's ratio to its neighbour when the values are positive and at least 1.5
+        apart, else their difference), unless the filter's checks refuse or warn about it
+        (deflation) or it crosses zero. One new point per edge axis and round, not a new
+        slice of the product grid. 0: the grid as given. Default 1: each round is a
+        compilation and a batch of runs per method and case, and the book's chapters must
+        execute in half an hour on two cores; a choice still at an edge is marked † and
+        the grid is printed.
 
     Every knob value (fixed, and each grid point) passes the filter's own checks when the
     method is built.
@@ -179,6 +205,7 @@ class Method:
     knobs: Mapping = dataclasses.field(default_factory=dict)
     grid: Mapping | None = None
     wrap: Callable | None = None
+    widen: int = 1
 
     def __post_init__(self):
         if not isinstance(self.label, str) or not self.label:
@@ -192,6 +219,7 @@ class Method:
                              f"values, or None, got {type(self.grid).__name__}")
         if self.wrap is not None and not callable(self.wrap):
             raise ValueError(f"{self.label}: wrap must be callable, got {self.wrap!r}")
+        _checks.integer("widen", self.widen, 0)
         # frozen copies, numbers as Python numbers: a generator grid is read once, and a
         # caller's later change to its dict does not change the method
         object.__setattr__(self, "knobs", {k: _plain(v) for k, v in self.knobs.items()})
@@ -237,7 +265,7 @@ class Method:
     def describe(self) -> dict:
         """A JSON-able, readable description (for records and tables)."""
         return {"label": self.label, "filter": self.filter, "knobs": _jsonable(self.knobs),
-                "grid": _jsonable(self.tuning_grid()),
+                "grid": _jsonable(self.tuning_grid()), "widen": int(self.widen),
                 "wrap": None if self.wrap is None else _qualname(self.wrap)}
 
     def identity(self) -> str:
@@ -250,13 +278,24 @@ class Method:
 
 
 class Tuning(NamedTuple):
-    """A method's tuning: ``points`` (one dict of knobs per grid point), their mean
-    time-averaged RMSE over the tuning trials (``inf`` where any trial diverged), and the
-    chosen point (the lowest score)."""
+    """A method's tuning.
+
+    Fields:
+      points: one dict of the tuned knobs per point scored: the product grid, then the widened
+        points in the order they were scored.
+      scores: each point's mean time-averaged RMSE over the tuning trials, a diverged trial
+        counted as the worst (:func:`tuning_scores`).
+      chosen: the chosen knobs (fixed and tuned): the lowest score, fewer divergences first.
+      diverged: diverged tuning trials per point, ``(P,)`` (None: not recorded).
+      grid: the grid finally tuned over (the method's, widened where the choice sat at an
+        edge); None: the method's grid.
+    """
 
     points: list
     scores: np.ndarray
     chosen: dict
+    diverged: np.ndarray | None = None
+    grid: dict | None = None
 
 
 class MethodResult(NamedTuple):
@@ -294,37 +333,6 @@ class MethodResult(NamedTuple):
         return float((self.rank_counts[0] + self.rank_counts[-1]) / total / (2.0 / n_bins))
 
 
-class Difference(NamedTuple):
-    """Paired difference of time-averaged RMSE, ``method - reference``, over the trials
-    where neither diverged: mean and 95% interval, ``n`` pairs."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    @property
-    def significant(self) -> bool:
-        return self.n >= 2 and (self.high < 0 or self.low > 0)
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Difference:
-    r"""Mean of ``a - b`` over the pairs where both are finite, with the two-sided Student-t
-    interval :math:`\bar\delta \pm t_{(1+\ell)/2,\,n-1}\,s_\delta/\sqrt n`."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired samples must have one shape, got {a.shape} and {b.shape}")
-    delta = (a - b)[np.isfinite(a) & np.isfinite(b)]
-    n = delta.size
-    if n == 0:
-        return Difference(float("nan"), float("nan"), float("nan"), 0)
-    mean = float(delta.mean())
-    if n == 1:
-        return Difference(mean, float("nan"), float("nan"), 1)
-    half = float(_stats.t.ppf(0.5 + level / 2, n - 1) * delta.std(ddof=1) / np.sqrt(n))
-    return Difference(mean, mean - half, mean + half, n)
-
-
 @dataclasses.dataclass
 class Comparison:
     """The outcome of :func:`compare` on one case.
@@ -336,6 +344,8 @@ class Comparison:
       tunings: label -> :class:`Tuning`.
       results: label -> :class:`MethodResult` on the evaluation trials.
       tuning_seeds, evaluation_seeds: the trials' seeds (disjoint).
+      climate_std: the case's climatological standard deviation (None: unknown); a trial
+        whose time-averaged RMSE exceeds it has lost track.
     """
 
     case: str
@@ -345,11 +355,22 @@ class Comparison:
     results: dict
     tuning_seeds: tuple
     evaluation_seeds: tuple
+    climate_std: float | None = None
 
     def difference(self, label: str, reference: str | None = None) -> Difference:
-        """Paired RMSE difference ``label - reference`` (default: the comparison's reference)."""
+        """Paired RMSE difference ``label - reference`` (default: the comparison's reference)
+        over every evaluation trial: Hodges–Lehmann estimate, Wilcoxon interval and p-value
+        (:func:`scoreda.experiments.statistics.paired_difference`; a diverged trial is a loss)."""
         ref = self.reference if reference is None else reference
         return paired_difference(self.results[label].rmse, self.results[ref].rmse)
+
+    def n_lost(self, label: str) -> int:
+        """Evaluation trials where ``label`` ran to the end with a time-averaged RMSE above
+        ``climate_std`` (0 when the climate is unknown)."""
+        if self.climate_std is None:
+            return 0
+        rmse = self.results[label].rmse
+        return int(np.sum(np.isfinite(rmse) & (rmse > self.climate_std)))
 
     def best(self) -> str:
         """The label with the lowest mean RMSE among methods with no diverged trial."""
@@ -357,38 +378,43 @@ class Comparison:
         return min(ok, key=ok.get) if ok else ""
 
     def best_of(self, labels: Sequence[str]) -> str:
-        """Of ``labels``, the one with the lowest mean RMSE over its non-diverged trials
-        (e.g. the better of the tuned Kalman filters, the reference of a verdict)."""
-        means = {k: np.nanmean(self.results[k].rmse) if np.isfinite(self.results[k].rmse).any()
-                 else np.inf for k in labels}
-        return min(means, key=means.get)
+        """Of ``labels``, the one with the lowest mean RMSE over every evaluation trial, a
+        diverged trial counted as the worst (:func:`tuning_scores`, fewer divergences first
+        among equal scores): e.g. the best of the tuned Kalman filters, the reference of a
+        verdict. A method that diverged in most trials is not chosen for its survivors."""
+        labels = list(labels)
+        if not labels:
+            raise ValueError("best_of needs at least one label")
+        rmse = np.stack([self.results[k].rmse for k in labels])
+        scores = tuning_scores(rmse, self.climate_std)
+        diverged = np.sum(~np.isfinite(rmse), axis=1)
+        return labels[int(np.lexsort((diverged, scores))[0])]
 
     def relative(self, label: str, reference: str | None = None) -> tuple[float, float, float]:
-        """``label``'s mean RMSE relative to ``reference``'s (default: :meth:`best`), with the
-        95% interval of the paired difference on the same scale:
-        ``(ratio, low, high) = 1 + (mean, low, high of label - reference) / mean(reference)``.
-        NaNs when fewer than 2 trials have both."""
+        """``label`` against ``reference`` (default: :meth:`best`) on the reference's scale:
+        ``(ratio, low, high) = 1 + (estimate, low, high of label - reference) / mean RMSE of
+        the reference`` (over its trials that ran); NaNs when fewer than 2 trials."""
         ref = self.best() if reference is None else reference
         if ref == "":
             raise ValueError(f"{self.case}: every method diverged in some trial, so there is no "
                              "best method to be relative to; name one with reference=")
         diff = self.difference(label, ref)
-        if diff.n < 2:
+        ran = np.isfinite(self.results[ref].rmse)
+        if diff.n < 2 or not ran.any():
             return (float("nan"),) * 3
-        both = np.isfinite(self.results[label].rmse) & np.isfinite(self.results[ref].rmse)
-        scale = float(np.mean(self.results[ref].rmse[both]))
-        return tuple(1.0 + v / scale for v in (diff.mean, diff.low, diff.high))
+        scale = float(np.mean(self.results[ref].rmse[ran]))
+        return tuple(1.0 + v / scale for v in (diff.estimate, diff.low, diff.high))
 
     def outcome(self, label: str, reference: str | None = None) -> str:
         """The verdict in one word, from the paired interval: ``"better"`` or ``"worse"``
         (interval excludes 0; ``label`` against ``reference``), ``"no significant
-        difference"``, or ``"not comparable"`` (fewer than 2 trials where both ran)."""
+        difference"``, or ``"not comparable"`` (fewer than 2 trials)."""
         diff = self.difference(label, reference)
         if diff.n < 2:
             return "not comparable"
         if not diff.significant:
             return "no significant difference"
-        return "better" if diff.mean < 0 else "worse"
+        return "better" if diff.estimate < 0 else "worse"
 
     def verdict(self, label: str, reference: str | None = None, digits: int = 3) -> str:
         """A sentence computed from the numbers: the paired difference with its interval and
@@ -397,87 +423,137 @@ class Comparison:
         diff = self.difference(label, ref)
         head = f"{label} minus {ref}: "
         if diff.n < 2:
-            return head + f"not comparable ({diff.n} trials where both ran)"
-        f = f"{{:+.{digits}f}}"
-        numbers = f"{f.format(diff.mean)} [{f.format(diff.low)}, {f.format(diff.high)}]"
+            return head + f"not comparable ({diff.n} trials)"
+        numbers = f"{_signed(diff.estimate, digits)} [{_signed(diff.low, digits)}, " \
+                  f"{_signed(diff.high, digits)}]"
         if not diff.significant:
             meaning = "no significant difference"
         else:
-            meaning = f"{label if diff.mean < 0 else ref} better"
-        dropped = len(self.evaluation_seeds) - diff.n
-        extra = f"; {dropped} trials left out (diverged)" if dropped else ""
+            meaning = f"{label if diff.estimate < 0 else ref} better"
+        extra = (f"; {diff.n_diverged} of {diff.n} trials where one of them diverged, counted "
+                 "as its loss") if diff.n_diverged else ""
         return head + numbers + f" ({meaning}{extra})"
 
+    def p_values(self, labels: Sequence[str] | None = None,
+                 reference: str | None = None) -> dict:
+        """label -> two-sided Wilcoxon p-value of ``label - reference`` (every label but the
+        reference by default), for :func:`scoreda.experiments.statistics.holm`."""
+        ref = self.reference if reference is None else reference
+        labels = [k for k in self.results if k != ref] if labels is None else list(labels)
+        return {k: self.difference(k, ref).p for k in labels}
+
     def table(self, digits: int = 3, knobs: bool = True) -> str:
-        """A Markdown table: one row per method (RMSE mean with the 95% interval of the mean,
-        the paired difference to the reference with its interval, spread/RMSE, CRPS, rank
-        outliers, diverged trials, tuned knobs)."""
+        """A Markdown table: one row per method (mean RMSE over the trials that ran with its
+        bootstrap 95% interval, the paired difference to the reference with its Wilcoxon 95%
+        interval, spread/RMSE, CRPS, rank outliers, diverged and lost-track trials, tuned
+        knobs), and a note saying how the numbers are computed."""
         n = len(self.evaluation_seeds)
         f = f"{{:.{digits}f}}"
-        fs = f"{{:+.{digits}f}}"
-        head = ["method", "RMSE [95% CI]", f"minus {self.reference} [95% CI]", "spread / RMSE",
-                "CRPS", "rank outliers ×", "diverged"] + (["knobs"] if knobs else [])
+        lost_column = self.climate_std is not None
+        head = (["method", "RMSE [95% CI]", f"minus {self.reference} [95% CI]", "spread / RMSE",
+                 "CRPS", "rank outliers ×", "diverged"] + (["lost track"] if lost_column else [])
+                + (["knobs"] if knobs else []))
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label, r in self.results.items():
             ok = np.isfinite(r.rmse)
+            mean, low, high = mean_interval(r.rmse)
             if ok.sum() >= 2:
-                m = paired_difference(r.rmse, np.zeros_like(r.rmse))
-                rmse = f"{f.format(m.mean)} [{f.format(m.low)}, {f.format(m.high)}]"
+                rmse = f"{f.format(mean)} [{f.format(low)}, {f.format(high)}]"
             elif ok.sum() == 1:
-                rmse = f.format(float(r.rmse[ok][0]))
+                rmse = f.format(mean)
             else:
                 rmse = "—"
             if label == self.reference:
                 diff = "reference"
             else:
                 d = self.difference(label)
-                diff = "—" if d.n < 2 else f"{fs.format(d.mean)} [{fs.format(d.low)}, {fs.format(d.high)}]"
+                diff = "—" if d.n < 2 else (f"{_signed(d.estimate, digits)} [{_signed(d.low, digits)}, "
+                                            f"{_signed(d.high, digits)}]")
             ratio = np.nanmean(r.spread) / np.nanmean(r.rmse) if ok.any() else float("nan")
             crps = np.nanmean(r.crps) if ok.any() else float("nan")
+            outliers = r.outlier_ratio()
             row = [label, rmse, diff, "—" if not ok.any() else f"{ratio:.2f}",
                    "—" if not ok.any() else f.format(crps),
-                   f"{r.outlier_ratio():.1f}", f"{r.n_diverged}/{n}"]
+                   "—" if not np.isfinite(outliers) else f"{outliers:.1f}", f"{r.n_diverged}/{n}"]
+            if lost_column:
+                row.append(f"{self.n_lost(label)}/{n}")
             if knobs:
-                grid = self.methods[label].tuning_grid()
-                edge = lambda k, v: len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))
-                tuning = self.tunings[label]
-                failed = bool(tuning.points) and not np.isfinite(tuning.scores).any()
-                row.append((", ".join(f"{k} {_short(v)}" + (" †" if edge(k, v) else "")
-                                      for k, v in r.knobs.items() if k in grid) or "fixed")
-                           + (" ‡" if failed else ""))
+                row.append(self._knobs_cell(label, r))
             lines.append("| " + " | ".join(row) + " |")
-        notes = []
+        notes = [f"RMSE: mean over the trials that ran, bootstrap 95% interval; minus "
+                 f"{self.reference}: Hodges–Lehmann estimate over all {n} paired trials with the "
+                 "Wilcoxon signed-rank 95% interval, a diverged trial counted as a loss."]
+        if lost_column:
+            notes.append(f"Lost track: RMSE above the climate's standard deviation "
+                         f"{self.climate_std:.3g}.")
         if knobs and any("†" in line for line in lines[2:]):
-            notes.append("† at the edge of its tuning grid.")
+            notes.append("† at the edge of its tuning grid (after widening).")
         if knobs and any("‡" in line for line in lines[2:]):
             notes.append("‡ every point of its grid diverged on the tuning trials; the one that "
                          "survived longest is shown.")
-        if notes:
-            lines.append("\n" + " ".join(notes))
-        return "\n".join(lines)
+        return "\n".join(lines) + "\n\n" + " ".join(notes)
+
+    def _knobs_cell(self, label: str, r: MethodResult) -> str:
+        tuning = self.tunings[label]
+        grid = tuning.grid if tuning.grid is not None else self.methods[label].tuning_grid()
+        edge = lambda k, v: len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))
+        n_tuning = len(self.tuning_seeds)
+        failed = (bool(tuning.points) and tuning.diverged is not None
+                  and bool(np.all(np.asarray(tuning.diverged) >= n_tuning)))
+        cell = ", ".join(f"{k} {_short(v)}" + (" †" if edge(k, v) else "")
+                         for k, v in r.knobs.items() if k in grid) or "fixed"
+        return cell + (" ‡" if failed else "")
 
     def tuning_table(self, label: str, digits: int = 3) -> str:
-        """The tuning grid of ``label`` as a Markdown table (one row per point)."""
+        """The tuning grid of ``label`` as a Markdown table (one row per point scored, the
+        widened ones included), with each point's diverged tuning trials."""
         tuning = self.tunings[label]
         if not tuning.points:
             return f"{label}: not tuned (fixed setting)"
         names = list(tuning.points[0])
-        lines = ["| " + " | ".join(names) + " | tuning RMSE |", "|" + "---|" * (len(names) + 1)]
-        for point, score in zip(tuning.points, tuning.scores):
-            s = "diverged" if not np.isfinite(score) else f"{score:.{digits}f}"
+        n_tuning = len(self.tuning_seeds)
+        diverged = (np.zeros(len(tuning.points), int) if tuning.diverged is None
+                    else np.asarray(tuning.diverged, int))
+        lines = ["| " + " | ".join(names) + " | tuning RMSE | diverged |",
+                 "|" + "---|" * (len(names) + 2)]
+        order = sorted(range(len(tuning.points)),
+                       key=lambda i: tuple(_sort_key(tuning.points[i][k]) for k in names))
+        for i in order:
+            point, score = tuning.points[i], tuning.scores[i]
+            s = "—" if not np.isfinite(score) else f"{score:.{digits}f}"
             mark = " ◀" if all(tuning.chosen.get(k) == v for k, v in point.items()) else ""
-            lines.append("| " + " | ".join(_short(point[k]) for k in names) + f" | {s}{mark} |")
-        return "\n".join(lines)
+            lines.append("| " + " | ".join(_short(point[k]) for k in names)
+                         + f" | {s}{mark} | {diverged[i]}/{n_tuning} |")
+        method_grid = self.methods[label].tuning_grid()
+        added = {k: [v for v in vals if v not in method_grid.get(k, ())]
+                 for k, vals in (tuning.grid or {}).items()}
+        added = {k: v for k, v in added.items() if v}
+        note = ("\n\nWidened beyond the given grid: "
+                + "; ".join(f"{k} {', '.join(_short(v) for v in vals)}" for k, vals in added.items())
+                + ".") if added else ""
+        return "\n".join(lines) + note
 
     def record(self) -> dict:
         """Every number as JSON-able lists (for ``results.json`` and the book's records)."""
         return {
             "case": self.case, "reference": self.reference,
             "tuning_seeds": list(self.tuning_seeds), "evaluation_seeds": list(self.evaluation_seeds),
+            "climate_std": self.climate_std,
             "methods": {k: m.describe() for k, m in self.methods.items()},
             "tunings": {k: _tuning_json(t) for k, t in self.tunings.items()},
             "results": {k: _result_json(r) for k, r in self.results.items()},
         }
+
+
+def _signed(value: float, digits: int) -> str:
+    if np.isnan(value):
+        return "—"
+    return f"{value:+.{digits}f}" if np.isfinite(value) else ("+∞" if value > 0 else "−∞")
+
+
+def _sort_key(value):
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else (1, 0, str(value))
 
 
 # ---------------------------------------------------------------------------------------
@@ -643,39 +719,126 @@ def make_trials(case: Case, seeds: Sequence[int], trials: Sequence[Trial] | None
     return trials
 
 
-def grid_points(method: Method) -> list[dict]:
-    """Every point of the method's tuning grid (its fixed knobs merged in)."""
-    grid = method.tuning_grid()
+def grid_points(method: Method, grid: Mapping | None = None) -> list[dict]:
+    """Every point of the method's tuning grid (or of ``grid``), its fixed knobs merged in."""
+    grid = method.tuning_grid() if grid is None else grid
     names = list(grid)
     return [dict(method.knobs) | dict(zip(names, combo))
             for combo in itertools.product(*(grid[k] for k in names))]
 
 
+def tuning_scores(rmse: np.ndarray, climate_std: float | None = None) -> np.ndarray:
+    r"""Each grid point's score from its per-trial time-averaged RMSEs ``rmse`` ``(P, n)``
+    (NaN: diverged): the mean over the trials, a diverged trial counted at the *loss value*
+    :math:`\max(\text{climate\_std}, \text{the largest RMSE of any trial that ran})`, so it
+    scores worse than every trial that ran (and than climatology) without making the whole
+    point ``inf``. ``inf`` only where no trial of any point ran and the climate is unknown."""
+    rmse = np.asarray(rmse, float)
+    ran = np.isfinite(rmse)
+    largest = float(np.max(rmse[ran])) if ran.any() else 0.0
+    loss = max(largest, climate_std or 0.0)
+    if loss == 0.0:
+        return np.full(rmse.shape[0], np.inf)
+    return np.where(ran, rmse, loss).mean(axis=1)
+
+
+def _widened(method: Method, grid: dict, chosen: Mapping) -> dict:
+    """The axes of ``grid`` (name -> values) whose chosen value sits at an edge, each with the
+    value one step beyond it (see ``Method.widen``); empty when none can be widened."""
+    spec = registry.get(method.filter)
+    beyond = {}
+    for name, values in grid.items():
+        if len(values) < 2 or not all(isinstance(v, float) for v in values):
+            continue
+        ordered = sorted(values)
+        if chosen[name] == ordered[-1]:
+            inner, edge = ordered[-2], ordered[-1]
+        elif chosen[name] == ordered[0]:
+            inner, edge = ordered[1], ordered[0]
+        else:
+            continue
+        if inner > 0 and edge > 0 and max(inner, edge) / min(inner, edge) >= 1.5:
+            value = edge * (edge / inner)
+        else:
+            value = edge + (edge - inner)
+        value = float(f"{value:.6g}")
+        if edge == 0.0 or (value > 0) != (edge > 0) or value in values:
+            continue
+        if name == "inflation" and value < 1.0 <= edge:  # no widening into deflation
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                spec.check_knobs(dict(method.knobs) | dict(chosen) | {name: value})
+                if name in registry.CYCLE_KNOBS:
+                    _checks.non_negative(name, value)
+        except (ValueError, TypeError, Warning):
+            continue
+        beyond[name] = value
+    return beyond
+
+
 def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = False,
          trials: Sequence[Trial] | None = None, batch_size: int | None = None,
          finished=None) -> Tuning:
-    """Score every grid point of ``method`` on the trials ``seeds`` (mean time-averaged RMSE,
-    ``inf`` if any trial diverged) and choose the lowest; if every point diverged, choose the
-    one whose divergences came latest on average (marked ‡ in :meth:`Comparison.table`)."""
+    """Score every grid point of ``method`` on the trials ``seeds`` (:func:`tuning_scores`:
+    mean time-averaged RMSE, a diverged trial counted as the worst) and choose the lowest
+    score (fewer diverged trials first among equal scores); widen the grid along the line
+    through the choice while it sits at an edge (``Method.widen``), scoring only the new
+    points. If every trial of every
+    point diverged, the point whose divergences came latest on average is chosen (marked ‡
+    in :meth:`Comparison.table`)."""
     grid = method.tuning_grid()
     if not grid:
-        return Tuning([], np.zeros(0), dict(method.knobs))
-    points = grid_points(method)
+        return Tuning([], np.zeros(0), dict(method.knobs), np.zeros(0, int), {})
     trials = make_trials(case, seeds, trials)
-    outs = _run(case, method, trials, seeds, points, progress, batch_size, finished)
-    scores, survival = [], []
-    for out in outs:
-        rmse = _time_averages(case, out)[0]
-        scores.append(float(np.mean(rmse)) if np.all(np.isfinite(rmse)) else float("inf"))
-        steps = np.where(out.diverged_step >= 0, out.diverged_step, out.analysis_rmse.shape[1])
-        survival.append(float(np.mean(steps)))
-    scores = np.asarray(scores)
-    # every point diverged: keep the one that survived longest (the table marks it ‡)
-    best = int(np.argmin(scores)) if np.isfinite(scores).any() else int(np.argmax(survival))
-    chosen = points[best]
+
+    def score(points):
+        for out in _run(case, method, trials, seeds, points, progress, batch_size, finished):
+            steps = np.where(out.diverged_step >= 0, out.diverged_step, out.analysis_rmse.shape[1])
+            yield _time_averages(case, out)[0], float(np.mean(steps))
+
+    return search(method, score, case.climate_std)
+
+
+def search(method: Method, score: Callable, climate_std: float | None = None) -> Tuning:
+    """The tuning rule of :func:`tune`, for any scorer: ``score(points)`` yields, for each
+    point (a dict of knobs), its per-trial time-averaged RMSEs ``(n,)`` (NaN: diverged) and
+    its mean survival (steps before divergence). Scores (:func:`tuning_scores`), chooses the
+    lowest score (fewer diverged trials first) and, while the choice sits at an edge of a
+    numeric axis, scores the point one step beyond that edge along the line through the
+    choice, for up to ``method.widen`` rounds."""
+    grid = method.tuning_grid()
+    if not grid:
+        return Tuning([], np.zeros(0), dict(method.knobs), np.zeros(0, int), {})
+    scored: dict = {}  # canonical point -> (time-averaged RMSEs (n,), mean survival)
+    points, new = [], grid_points(method, grid)
+    for round_ in range(method.widen + 1):
+        points += new
+        for point, (rmse, survival) in zip(new, score(new) if new else ()):
+            scored[_canonical(point)] = (np.asarray(rmse, float), float(survival))
+        rows = [scored[_canonical(p)] for p in points]
+        rmse = np.stack([r[0] for r in rows])
+        scores = tuning_scores(rmse, climate_std)
+        diverged = np.sum(~np.isfinite(rmse), axis=1)
+        if np.isfinite(rmse).any():
+            best = int(np.lexsort((diverged, scores))[0])
+        else:  # every trial of every point diverged: keep the one that survived longest
+            best = int(np.argmax([r[1] for r in rows]))
+        chosen = points[best]
+        if round_ == method.widen or not np.isfinite(rmse).any():
+            break
+        # widen along the lines through the chosen point: one new point per edge axis
+        beyond = _widened(method, grid, chosen)
+        new = [dict(chosen) | {name: value} for name, value in beyond.items()]
+        new = [p for p in new if _canonical(p) not in scored]
+        if not new:
+            break
+        for name, value in beyond.items():
+            grid = grid | {name: ((value,) + grid[name] if value < min(grid[name])
+                                  else grid[name] + (value,))}
     # keep only the tuned names in the points (the fixed knobs are the method's)
-    tuned = list(grid)
-    return Tuning([{k: p[k] for k in tuned} for p in points], scores, chosen)
+    return Tuning([{k: p[k] for k in grid} for p in points], scores, chosen, diverged, grid)
 
 
 def evaluate(case: Case, method: Method, knobs: dict, seeds: Sequence[int], *,
@@ -766,7 +929,7 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
                 store.result_runs.clear()
         tunings[method.label], results[method.label] = tuning, result
     return Comparison(case.name, reference, {m.label: m for m in methods}, tunings, results,
-                      tuning_seeds, evaluation_seeds)
+                      tuning_seeds, evaluation_seeds, case.climate_std)
 
 
 # ---------------------------------------------------------------------------------------
@@ -803,7 +966,6 @@ class _Store:
         self.result_path = root / f"eval-{key_eval}.json"
         self.tuning_runs = _Runs(root / f"tune-{key_tune}.runs", self._write_npz, self._warning)
         self.result_runs = _Runs(root / f"eval-{key_eval}.runs", self._write_npz, self._warning)
-        self.n_points = len(grid_points(method)) if method.tuning_grid() else 0
         self.n_trials = len(evaluation_seeds)
         root.mkdir(parents=True, exist_ok=True)
 
@@ -815,10 +977,15 @@ class _Store:
 
     def load_tuning(self):
         def build(d):
-            tuning = Tuning(d["points"], np.asarray(d["scores"], float), dict(d["chosen"]))
-            if len(tuning.points) != self.n_points or tuning.scores.shape != (self.n_points,):
-                raise ValueError(f"{len(tuning.points)} points and {tuning.scores.size} scores "
-                                 f"for a grid of {self.n_points}")
+            given = self.method.tuning_grid()  # its knobs in the method's order
+            grid = {k: tuple(d["grid"][k]) for k in given} if set(d["grid"]) == set(given) \
+                else {k: tuple(v) for k, v in d["grid"].items()}
+            tuning = Tuning(d["points"], np.asarray(d["scores"], float), dict(d["chosen"]),
+                            np.asarray(d["diverged"], int), grid)
+            n_points = len(tuning.points)
+            if tuning.scores.shape != (n_points,) or tuning.diverged.shape != (n_points,):
+                raise ValueError(f"{n_points} points, {tuning.scores.size} scores and "
+                                 f"{tuning.diverged.size} divergence counts")
             check_tuning(self.method, tuning)
             return tuning
 
@@ -906,7 +1073,9 @@ def _floats(a):
 
 def _tuning_json(t: Tuning) -> dict:
     return {"points": _jsonable(t.points), "scores": [float(s) if np.isfinite(s) else "inf" for s in t.scores],
-            "chosen": _jsonable(t.chosen)}
+            "chosen": _jsonable(t.chosen),
+            "diverged": None if t.diverged is None else [int(v) for v in t.diverged],
+            "grid": None if t.grid is None else _jsonable(t.grid)}
 
 
 def _result_json(r: MethodResult) -> dict:
@@ -941,20 +1110,38 @@ def _canonical(obj) -> str:
 
 
 def check_tuning(method: Method, tuning: Tuning) -> None:
-    """Raise ``ValueError`` unless ``tuning`` fits ``method``: its points are the method's
-    grid, its chosen knobs are the fixed knobs with one of those points, and that point has
-    the lowest score (when any score is finite)."""
-    grid = method.tuning_grid()
-    expected = [{k: p[k] for k in grid} for p in grid_points(method)] if grid else []
-    if _canonical(tuning.points) != _canonical(expected):
-        raise ValueError(f"its points {tuning.points} are not the grid of {method.label}")
+    """Raise ``ValueError`` unless ``tuning`` fits ``method``: its grid holds the method's grid
+    with at most ``method.widen`` values added per axis, its points are the method's product
+    grid followed by at most ``widen`` widened points per axis (values of that grid, none
+    repeated), its chosen knobs are the fixed knobs with one of those points, and that point
+    has the lowest score."""
+    given = method.tuning_grid()
+    grid = given if tuning.grid is None else dict(tuning.grid)
+    if set(grid) == set(given):  # the method's order of the knobs (a JSON file may sort them)
+        grid = {k: tuple(grid[k]) for k in given}
+    if set(grid) != set(given) or any(
+            not set(given[k]) <= set(grid[k]) or len(grid[k]) - len(given[k]) > method.widen
+            for k in given):
+        raise ValueError(f"its grid {grid} is not {method.label}'s grid {given} widened by at "
+                         f"most {method.widen} values per knob")
+    product = [{k: p[k] for k in given} for p in grid_points(method, given)] if given else []
+    stored = [_canonical(p) for p in tuning.points]
+    extra = len(stored) - len(product)
+    if (stored[:len(product)] != [_canonical(p) for p in product] or len(set(stored)) != len(stored)
+            or extra > method.widen * len(given)
+            or any(set(p) != set(grid) or any(p[k] not in grid[k] for k in grid)
+                   for p in tuning.points)):
+        raise ValueError(f"its points {tuning.points} are not the grid of {method.label} "
+                         f"followed by at most {method.widen * len(given)} widened points")
+    expected = [dict(p) for p in tuning.points]
     candidates = [_canonical(dict(method.knobs) | p) for p in expected] or [_canonical(dict(method.knobs))]
     chosen = _canonical(tuning.chosen)
     if chosen not in candidates:
         raise ValueError(f"its chosen knobs {tuning.chosen} are not a point of {method.label}'s "
                          "grid with its fixed knobs")
     scores = np.asarray(tuning.scores, float)
-    if scores.size and np.isfinite(scores).any() and candidates.index(chosen) != int(np.argmin(scores)):
+    if scores.size and np.isfinite(scores).any() and \
+            scores[candidates.index(chosen)] != np.min(scores):
         raise ValueError(f"its chosen knobs {tuning.chosen} do not have the lowest score")
 
 

@@ -119,7 +119,9 @@ class MethodWork(NamedTuple):
 def tuning_runs(method: MethodWork, n_tuning: int, batch: int) -> int:
     """Cycles the harness runs to tune ``method``: each static group's ``points * n_tuning``
     runs go in batches of ``batch`` (the number of reported trials), the last one padded
-    with repeats that cost as much as the rest (:func:`scoreda.experiments.compare.compare`)."""
+    with repeats that cost as much as the rest (:func:`scoreda.experiments.compare.compare`).
+    The given grid only: a widening round (``Method.widen``) adds one slice of the grid per
+    axis whose choice sits at an edge, which the data decide, so it is not counted here."""
     if not method.grid_points:
         return 0
     per_group = method.grid_points // method.static_groups * n_tuning
@@ -145,10 +147,11 @@ def _grid(*axes) -> int:
 def _methods(p: Mapping, with_authors: bool, tuned_kalman=("LETKF",)) -> list[MethodWork]:
     """The methods of chapters 4 and 5's ``methods_for``: tuned EnSF, the authors' EnSF
     (where run), the authors' EnKF and the tuned Kalman filters (``tuned_kalman``)."""
-    kalman = {"EnKF": MethodWork("EnKF", (), _grid(p["inflation_grid"], p["model_error_grid"])),
-              "LETKF": MethodWork("LETKF", (("radius", max(p["radius_grid"])),),
-                                  _grid(p["inflation_grid"], p["radius_grid"], p["model_error_grid"]),
-                                  len(p["radius_grid"]))}
+    localised = lambda name: MethodWork(name, (("radius", max(p["radius_grid"])),),
+                                        _grid(p["inflation_grid"], p["radius_grid"],
+                                              p["model_error_grid"]), len(p["radius_grid"]))
+    kalman = {"EnKF": MethodWork("EnKF", (), _grid(p["inflation_grid"], p["model_error_grid"]))} | {
+        name: localised(name) for name in ("LETKF", "IEnKF", "LETKF-tan")}
     return ([MethodWork("EnSF", _tuned_ensf(p), len(p["eps_b_grid"]))]
             + ([MethodWork("EnSF", AUTHORS_ENSF, 0)] if with_authors else [])
             + [MethodWork("EnKF", (), 0)] + [kalman[k] for k in tuned_kalman])

@@ -81,7 +81,8 @@ def component_distances(d: int, distances=None):
 
 
 def prepare_inputs(ensemble, y, obs_std, obs, mask):
-    """Checked inputs of an ensemble analysis: the ensemble ``(N, d)`` as float, ``y`` with its
+    """Checked inputs of an ensemble analysis (``obs_std`` one number, or one per component
+    ``(d,)``): the ensemble ``(N, d)`` as float, ``y`` with its
     unobserved entries zeroed, the operator ``h`` (a callable's output shape checked) and the
     diagonal precision ``mask / obs_std^2`` ``(d,)`` (zero where unobserved). Raises
     ``ValueError`` naming the bad argument, also when ``obs_std`` is so small that the
@@ -91,7 +92,14 @@ def prepare_inputs(ensemble, y, obs_std, obs, mask):
         raise ValueError(f"ensemble must have shape (N, d) with N >= 2, got {ensemble.shape}")
     d = ensemble.shape[1]
     _checks.observation_shapes(y, mask, d)
-    _checks.positive("obs_std", obs_std)
+    if np.ndim(obs_std) == 1:  # one standard deviation per component
+        if np.shape(obs_std) != (d,):
+            raise ValueError(f"obs_std must be one number or one per component, shape ({d},), "
+                             f"got shape {np.shape(obs_std)}")
+        if _checks.is_concrete(obs_std) and not np.all(np.isfinite(obs_std) & (np.asarray(obs_std) > 0)):
+            raise ValueError("obs_std must be finite and > 0 in every component")
+    else:
+        _checks.positive("obs_std", obs_std)
     _checks.finite("ensemble", ensemble)
     ensemble = jnp.asarray(ensemble, dtype=jnp.result_type(ensemble, jnp.float32))
     # the precision 1 / obs_std^2 weighs the anomalies: it must not overflow (all-NaN otherwise)

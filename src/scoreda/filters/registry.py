@@ -30,7 +30,7 @@ from functools import partial
 from typing import Callable, Mapping, NamedTuple
 
 from scoreda import _checks
-from scoreda.filters import ensf, gaussian_score, kalman, regression
+from scoreda.filters import ensf, gaussian_score, iterative, kalman, regression, transformed
 
 #: knobs every filter has that the cycle (not the analysis) applies
 CYCLE_KNOBS = ("model_error", "init_std")
@@ -114,6 +114,17 @@ FILTERS: dict[str, FilterSpec] = {
         {"inflation": _INFLATION, "radius": (1.0, 2.0, 4.0, 8.0)},
         "local ETKF, Gaspari-Cohn R-localisation, multiplicative inflation", static=("radius",),
         check=_kalman_check),
+    "IEnKF": FilterSpec(
+        iterative.ienkf, {"inflation": 1.0, "radius": 4.0, "n_iter": 10, "tol": 1e-4, "damped": True},
+        {"inflation": _INFLATION, "radius": (1.0, 2.0, 4.0, 8.0)},
+        "iterative EnKF (Gauss-Newton in the ensemble subspace, re-linearising h), "
+        "LETKF-localised, multiplicative inflation", static=("radius",),
+        check=iterative.check_knobs),
+    "LETKF-tan": FilterSpec(
+        transformed.letkf_tan, {"inflation": 1.0, "radius": 4.0},
+        {"inflation": _INFLATION, "radius": (1.0, 2.0, 4.0, 8.0)},
+        "LETKF on tan(y) with the delta-method noise sigma (1 + tan(y)^2) (arctan only)",
+        static=("radius",), check=_kalman_check),
     "EnSF": FilterSpec(
         partial(ensf.analysis, prior="paired"), _ENSF,
         {"eps_b": (0.005, 0.01, 0.025, 0.05, 0.1)},

@@ -1,0 +1,204 @@
+"""The harness's statistics against references: the Wilcoxon interval is the set of shifts the
+exact signed-rank test (scipy.stats.wilcoxon) does not reject, the Hodges-Lehmann estimate
+zeroes the signed-rank statistic's departure from its null mean, diverged trials are losses,
+the bootstrap interval agrees with scipy.stats.bootstrap, Holm with a hand computation, and
+the grid widening finds a known interior optimum."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from scoreda.experiments import compare, statistics
+
+
+def signed_rank(delta):
+    """T+: the sum of the ranks of |delta| over the positive differences (no ties)."""
+    ranks = stats.rankdata(np.abs(delta))
+    return float(np.sum(ranks[delta > 0]))
+
+
+@pytest.mark.parametrize("n", [6, 10, 20, 40])
+def test_the_interval_inverts_the_exact_signed_rank_test(n):
+    rng = np.random.default_rng(n)
+    delta = rng.standard_t(2, n) + 0.3  # heavy-tailed differences
+    diff = statistics.paired_difference(delta, np.zeros(n))
+    for shift, rejected in [(diff.low + 1e-9, False), (diff.high - 1e-9, False),
+                            (diff.low - 1e-7, True), (diff.high + 1e-7, True)]:
+        p = stats.wilcoxon(delta - shift, method="exact").pvalue
+        assert (p <= 0.05) == rejected, (shift, p)
+    # the p-value of 0 is the exact test's, and the interval excludes 0 exactly when p <= 0.05
+    assert diff.p == pytest.approx(stats.wilcoxon(delta, method="exact").pvalue, rel=1e-12)
+    assert diff.significant == (diff.p <= 0.05)
+
+
+def test_the_hodges_lehmann_estimate_centres_the_signed_rank_statistic():
+    # at the estimate, T+ of the shifted differences sits at its null mean n(n+1)/4 (within
+    # one Walsh average's step): the estimate is the shift the test finds most central
+    rng = np.random.default_rng(3)
+    delta = rng.lognormal(0.0, 1.0, 15) - 1.0
+    est = statistics.paired_difference(delta, np.zeros(15)).estimate
+    centre = 15 * 16 / 4
+    assert signed_rank(delta - est - 1e-9) >= centre >= signed_rank(delta - est + 1e-9)
+    # and for a symmetric sample it is the centre of symmetry
+    sym = np.array([-3.0, -1.0, 0.5, 2.0, 3.5, 5.0, 7.0])  # symmetric about 2
+    assert statistics.paired_difference(sym, np.zeros(7)).estimate == pytest.approx(2.0)
+
+
+def test_a_diverged_trial_is_a_loss_never_dropped():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 0.1, 12), rng.normal(1.1, 0.1, 12)
+    a_div = a.copy()
+    a_div[0] = np.nan  # a diverged in trial 0
+    diff = statistics.paired_difference(a_div, b)
+    assert diff.n == 12 and diff.n_diverged == 1
+    # the same as a trial where a was worse than anything else (ranks are all that count)
+    worse = a.copy()
+    worse[0] = 100.0
+    big = statistics.paired_difference(worse, b)
+    assert (diff.estimate, diff.low, diff.p) == pytest.approx((big.estimate, big.low, big.p))
+    assert diff.high == np.inf or diff.high == pytest.approx(big.high)
+    # both diverged in a trial: a tie there; b diverged: a loss for b
+    both = b.copy()
+    both[0] = np.inf
+    assert statistics.paired_difference(a_div, both).n_diverged == 0
+    assert statistics.paired_difference(b, a_div).estimate == pytest.approx(-diff.estimate)
+    # diverged in every trial: the estimate and interval are infinite, the loss certain
+    assert statistics.paired_difference(np.full(8, np.nan), b[:8])[:3] == (np.inf, np.inf, np.inf)
+
+
+def test_small_samples_have_no_interval():
+    # with n <= 5 even the most extreme signed-rank outcome has p = 2/2^5 > 0.05
+    diff = statistics.paired_difference(np.arange(1.0, 6.0), np.zeros(5))
+    assert (diff.low, diff.high) == (-np.inf, np.inf) and not diff.significant
+    assert statistics.paired_difference(np.arange(1.0, 7.0), np.zeros(6)).significant
+
+
+def test_the_bootstrap_interval_is_scipys_and_stays_positive():
+    rng = np.random.default_rng(2)
+    x = rng.lognormal(0.0, 1.5, 12)  # positive and heavy-tailed: t would reach below 0
+    mean, low, high = statistics.mean_interval(x)
+    assert mean == pytest.approx(x.mean()) and x.min() <= low < mean < high <= x.max()
+    ref = stats.bootstrap((x,), np.mean, method="percentile", n_resamples=100_000,
+                          random_state=np.random.default_rng(0)).confidence_interval
+    # Monte Carlo error of 10,000 resamples: a few per cent of the interval's width
+    width = ref.high - ref.low
+    assert abs(low - ref.low) < 0.05 * width and abs(high - ref.high) < 0.05 * width
+    skewed = np.r_[np.full(11, 0.5), 40.0]  # one trial far out: t reaches below 0
+    t_low = skewed.mean() - stats.t.ppf(0.975, 11) * skewed.std(ddof=1) / np.sqrt(12)
+    assert t_low < 0 < 0.5 <= statistics.mean_interval(skewed)[1]
+    assert statistics.mean_interval([np.nan, 2.0])[0] == 2.0
+
+
+def test_holm_against_a_hand_computation():
+    p = [0.01, 0.04, 0.03, np.nan, 0.2, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04, 0.2 (m = 5): 0.025, 0.04, 0.09, 0.08 -> 0.09, 0.2
+    np.testing.assert_allclose(statistics.holm(p), [0.04, 0.09, 0.09, np.nan, 0.2, 0.025])
+    assert statistics.holm([0.6, 0.7]).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        statistics.holm([1.5])
+
+
+def test_refusals():
+    with pytest.raises(ValueError, match="one shape"):
+        statistics.paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="level"):
+        statistics.paired_difference([1.0, 2.0], [1.0, 3.0], level=95)
+
+
+def quadratic_scorer(optimum, calls):
+    """Scores a point by (log10 eps_b - log10 optimum)^2 + 1 on 3 'trials' (NaN past 5)."""
+    def score(points):
+        calls.append([p["eps_b"] for p in points])
+        for p in points:
+            value = (np.log10(p["eps_b"]) - np.log10(optimum)) ** 2 + 1.0
+            yield np.full(3, np.nan if p["eps_b"] > 5 else value), 100.0
+    return score
+
+
+def test_widening_reaches_a_known_interior_optimum():
+    # optimum at 0.4, grid 0.005 .. 0.1: two rounds add 0.2 and 0.4; 0.4 is chosen at the
+    # edge, so a third round adds 0.8 and 0.4 is then interior
+    calls = []
+    method = compare.Method("EnSF", "EnSF", grid={"eps_b": (0.005, 0.01, 0.025, 0.05, 0.1)}, widen=3)
+    tuning = compare.search(method, quadratic_scorer(0.4, calls))
+    assert tuning.chosen["eps_b"] == 0.4
+    assert tuning.grid["eps_b"] == (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
+    assert calls[1:] == [[0.2], [0.4], [0.8]]  # only the new points are scored
+    compare.check_tuning(method, tuning)
+    # limited rounds stop at the edge (and the table says so)
+    short = compare.search(dataclasses_replace(method, widen=1), quadratic_scorer(0.4, []))
+    assert short.chosen["eps_b"] == 0.2 and max(short.grid["eps_b"]) == 0.2
+    # no widening past a knob's domain: inflation 1.0 at the lower edge stays the edge
+    infl = compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.05, 1.1)})
+    flat = compare.search(infl, lambda pts: ((np.full(3, p["inflation"]), 100.0) for p in pts))
+    assert flat.chosen["inflation"] == 1.0 and flat.grid["inflation"] == (1.0, 1.05, 1.1)
+
+
+def test_tuning_scores_count_divergences():
+    rmse = np.array([[1.0, 1.2, np.nan], [1.5, 1.6, 1.7], [np.nan] * 3])
+    np.testing.assert_allclose(compare.tuning_scores(rmse), [(1.0 + 1.2 + 1.7) / 3, 1.6, 1.7])
+    np.testing.assert_allclose(compare.tuning_scores(rmse, climate_std=3.6),
+                               [(1.0 + 1.2 + 3.6) / 3, 1.6, 3.6])
+    assert np.all(np.isinf(compare.tuning_scores(np.full((2, 3), np.nan))))
+
+
+def dataclasses_replace(method, **changes):
+    import dataclasses
+    return dataclasses.replace(method, **changes)
+
+
+def test_a_family_of_verdicts_is_holm_corrected():
+    family = statistics.Family()
+    rng = np.random.default_rng(5)
+    clear = family.add("clear", statistics.paired_difference(rng.normal(1.0, 0.1, 12), np.zeros(12)))
+    family.add("none", statistics.paired_difference(rng.normal(0.0, 1.0, 12), np.zeros(12)))
+    family.add("better", statistics.paired_difference(rng.normal(-1.0, 0.1, 12), np.zeros(12)))
+    assert clear.p == pytest.approx(2 / 2**12)  # every pair positive: the exact test's floor
+    adjusted = family.adjusted()
+    assert adjusted["clear"] == pytest.approx(min(1, 3 * clear.p))
+    assert family.holds() == {"clear": "worse", "none": "not significant", "better": "better"}
+    assert "| clear | +" in family.table() and "3 verdicts corrected together" in family.table()
+    with pytest.raises(ValueError, match="already"):
+        family.add("clear", clear)
+    # ten trials and 30 verdicts: 2/2^10 > 0.05/30, so nothing can hold, and the table says so
+    small = statistics.Family()
+    for i in range(30):
+        small.add(f"v{i}", statistics.paired_difference(np.arange(1.0, 11.0), np.zeros(10)))
+    assert set(small.holds().values()) == {"not significant"}
+    assert "no verdict of this family can hold" in small.table()
+
+
+def test_best_of_counts_diverged_trials_as_losses():
+    # a method with the lowest RMSE over its 2 surviving trials, diverged in 8 of 10, is not
+    # the best: its diverged trials count as the worst
+    good = np.full(10, 1.0)
+    fragile = np.r_[np.full(2, 0.5), np.full(8, np.nan)]
+    results = {k: compare.MethodResult({}, r, r, r, r, np.zeros(3, int),
+                                       np.where(np.isfinite(r), -1, 5))
+               for k, r in (("good", good), ("fragile", fragile))}
+    c = compare.Comparison("toy", "good", {}, {}, results, (100,), tuple(range(10)), 3.6)
+    assert c.best_of(["fragile", "good"]) == "good"
+    assert c.difference("fragile", "good").n_diverged == 8
+
+
+def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
+    # the cache writes JSON with sorted keys: a two-knob grid whose knobs are not in
+    # alphabetical order must come back as the same tuning, not as a "damaged" entry
+    import json
+
+    from scoreda.surrogates import train
+
+    method = compare.Method("EnSF mixture", "EnSF mixture",
+                            grid={"kernel_var": (0.002, 0.01, 0.05), "eps_b": (0.005, 0.01, 0.05)})
+    tuning = compare.search(method, lambda pts: ((np.full(3, 1 / (p["eps_b"] * p["kernel_var"])),
+                                                  100.0) for p in pts))
+    assert len(tuning.grid["kernel_var"]) > 3 and len(tuning.grid["eps_b"]) > 3
+    path = tmp_path / "t.json"
+    train.write_json(path, compare._tuning_json(tuning))
+    stored = json.loads(path.read_text())
+    assert list(stored["grid"]) == ["eps_b", "kernel_var"]  # sorted on disk
+    store = compare._Store.__new__(compare._Store)
+    store.method, store._warning, store.tuning_path = method, UserWarning, path
+    back = store.load_tuning()
+    assert back is not None and list(back.grid) == ["kernel_var", "eps_b"]
+    assert back.chosen == tuning.chosen

@@ -364,7 +364,7 @@ def test_a_loop_config_names_a_surrogate_that_is_not_a_configuration():
     (["reproduce", "--dry-run", "--resume", "04"], "--dry-run runs nothing, so --resume"),
     (["reproduce", "--dry-run", "--no-estimate", "04", "04"], "04_lorenz96_experiment named more than once"),
     (["run", "01", "-p", "scale", "book", "--scale", "paper"], "give the scale once"),
-    (["run", "04", "-p", "tuned_kalman", "['EnKFF']"], r"tuned_kalman may hold only \['EnKF', 'LETKF', 'IEnKF', 'LETKF-tan'\], got 'EnKFF'"),
+    (["run", "04", "-p", "tuned_kalman", "['EnKFF']"], r"tuned_kalman may hold only \['LETKF', 'LETKF-tan', 'EnKF', 'IEnKF'\], got 'EnKFF'"),
     (["run", "04", "-p", "authors_setting_in", "['XX']"], r"authors_setting_in may hold only \['SA', 'IA', 'SI', 'truth'\], got 'XX'"),
     (["run", "04", "-p", "tuning_seeds", "[1, 1]"], r"tuning_seeds repeats 1"),
     (["run", "04", "-p", "eps_b_grid", "[0.1, -0.2]"], r"eps_b_grid must hold finite numbers >= 0 .*got -0.2"),

@@ -11,13 +11,13 @@ below 0. So the harness uses rank statistics, which need no distribution of the 
   :math:`k - 1` the largest :math:`w` such that :math:`P(T^+ \le w) \le \alpha/2` under the
   exact null distribution of the signed-rank statistic :math:`T^+`. It is the set of shifts
   :math:`\delta_0` that the exact two-sided signed-rank test of :math:`\delta - \delta_0` does
-  not reject (tested against :func:`scipy.stats.wilcoxon`). With :math:`n \le 5` no interval
+  not reject (tested against ``scipy.stats.wilcoxon``). With :math:`n \le 5` no interval
   has 95% coverage and it is :math:`(-\infty, \infty)`.
 * A **diverged** trial (a NaN or an infinite RMSE) is the worst possible: it ranks above every
   finite RMSE, so against a method that ran it is a loss, and two methods that both diverged
   in a trial tie there. Nothing is dropped; where an estimate or bound is decided by diverged
   trials it is :math:`\pm\infty`.
-* The two-sided signed-rank **p-value** of :math:`\delta = 0` (:func:`scipy.stats.wilcoxon`,
+* The two-sided signed-rank **p-value** of :math:`\delta = 0` (``scipy.stats.wilcoxon``,
   exact where it can be), for :func:`holm`'s correction over a chapter's verdicts.
 * :func:`mean_interval`: a method's mean RMSE with the percentile **bootstrap** interval
   (10,000 resamples, seeded, so a table is reproducible); it lies inside the data's range, so

@@ -50,7 +50,8 @@ def letkf_tan(key, ensemble, y, obs_std, *, obs="arctan", mask=None, inflation=1
     Args:
       obs: must be ``"arctan"`` (the transform inverts it).
       obs_std: :math:`\sigma` of :math:`y`, one number > 0.
-      Other arguments and shapes as :func:`scoreda.filters.kalman.letkf`.
+
+    Other arguments and shapes as :func:`scoreda.filters.kalman.letkf`.
     """
     if not (isinstance(obs, str) and obs == "arctan"):
         raise ValueError(f"letkf_tan inverts obs='arctan', got obs={obs!r}")

@@ -76,6 +76,27 @@ def test_rollout_truth_respects_the_window_and_observed_count():
     assert not np.asarray(k_truth.observations.observed)[:5].any()
 
 
+def test_spin_up_starts_the_test_trajectory_later_on_the_same_path():
+    """A spun-up truth is the tail of the longer trajectory from the same draw, and after the
+    Lorenz-96 transient (~500 steps of 0.004 from the uniform start in [7, 9]) it has the
+    attractor's mean square (18.7 at F = 8) instead of the start's (~64)."""
+    from scoreda.experiments import lorenz96 as l96_exp
+
+    long = l96_exp.make_truth(l96_exp.DAConfig(n_steps=160), 3).states
+    late = l96_exp.make_truth(l96_exp.DAConfig(n_steps=100, spin_up=60), 3)
+    np.testing.assert_allclose(late.states, long[60:], rtol=1e-6, atol=1e-5)
+    assert not np.asarray(late.observations.observed)[:20].any()  # schedule from the window
+    settled = [float(np.mean(np.asarray(
+        l96_exp.make_truth(l96_exp.DAConfig(n_steps=25, spin_up=1000), s).states) ** 2))
+        for s in range(8)]
+    assert abs(np.mean(settled) - 18.7) < 3.0
+    start = np.asarray(l96_exp.make_truth(l96_exp.DAConfig(n_steps=25), 0).states[0])
+    assert 7.0 <= start.min() and start.max() <= 9.0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="spin_up must be an integer >= 0"):
+            l96_exp.DAConfig(spin_up=bad)
+
+
 def test_true_model_rows_follow_the_truth():
     from scoreda.experiments import kdv as kdv_exp
 

@@ -55,6 +55,7 @@ class DAConfig:
     n_members: int = 100
     n_steps: int = 2500  # length of the test trajectory; DA runs from step W (the window)
     init_std: float = 1.0  # initial ensemble: truth (and history) + N(0, init_std^2)
+    spin_up: int = 0  # true steps discarded before the test trajectory starts (0: the paper's)
 
     def __post_init__(self):
         if self.observation not in ("full", "partial"):
@@ -64,6 +65,7 @@ class DAConfig:
         _checks.integer("n_members", self.n_members, 2)
         _checks.integer("n_steps", self.n_steps, 3)
         _checks.non_negative("init_std", self.init_std)
+        _checks.integer("spin_up", self.spin_up, 0)
 
 
 class Truth(NamedTuple):
@@ -74,13 +76,18 @@ class Truth(NamedTuple):
 
 
 def make_truth(system: System, config: DAConfig, seed: int) -> Truth:
-    """A test trajectory of ``system`` and its arctan observations."""
+    """A test trajectory of ``system`` and its arctan observations.
+
+    The trajectory is ``system.make_states`` run for ``spin_up + n_steps`` steps with its
+    first ``spin_up`` steps dropped: ``states (n_steps + 1, d)`` start where the system has
+    had ``spin_up`` steps to leave its initial distribution (for Lorenz-96, the uniform
+    start in [7, 9] and the transient that follows it)."""
     if config.n_observed > system.d:
         raise ValueError(f"n_observed must be <= d = {system.d}, got {config.n_observed}")
     if config.n_steps <= system.window + 1:
         raise ValueError(f"n_steps must exceed the window {system.window} + 1, got {config.n_steps}")
     k_x, k_obs, k_mask = jax.random.split(jax.random.key(10_000 + seed), 3)
-    states = system.make_states(k_x, config.n_steps)
+    states = system.make_states(k_x, config.spin_up + config.n_steps)[config.spin_up:]
     n = states.shape[0]
     schedule = observe.cycle_schedule(n, 15, 5, start=system.window)
     if config.observation == "full":

@@ -75,6 +75,11 @@ def test_values_are_parsed_and_checked_against_the_defaults():
         cli.check_value(params["scale"], "gpu")
     assert cli.check_value(params["inflation_grid"], [1.0, 1.2]) == [1.0, 1.2]
     assert cli.check_value(params["seed"], 0) == 0
+    assert cli.check_value(params["spin_up"], 0) == 0  # its comment says ">= 0": the paper's start
+    with pytest.raises(ValueError, match="spin_up must be a finite number >= 0, got -1"):
+        cli.check_value(params["spin_up"], -1)
+    with pytest.raises(ValueError, match="ssp_tests must be a finite number > 0, got 0"):
+        cli.check_value(params["ssp_tests"], 0)
     assert cli.parse_value("[1.1, 2]") == [1.1, 2] and cli.parse_value("paper") == "paper"
     with pytest.raises(SystemExit, match="no single notebook"):
         cli.find_notebook("99")

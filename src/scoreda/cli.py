@@ -49,6 +49,11 @@ class Parameter(NamedTuple):
     default: Any
     comment: str
 
+    def may_be_zero(self) -> bool:
+        """Whether 0 is an allowed value of a number: a default of 0, ``seed``, or a comment
+        that says ``>= 0`` (``spin_up = 500  # steps before ..., >= 0``); other sizes must be > 0."""
+        return self.default == 0 or self.name == "seed" or ">= 0" in self.comment
+
     def choices(self) -> tuple[str, ...] | None:
         """For a string: the default and every quoted word in its comment (double quotes may
         hold spaces: ``"noisy data"``). For a list of strings: the allowed elements, its
@@ -182,8 +187,8 @@ def check_value(param: Parameter, value: Any) -> Any:
             raise ValueError(f"{param.name} must be a number like {default!r}, got {value!r}")
         if isinstance(default, int) and not isinstance(value, int):
             raise ValueError(f"{param.name} must be an integer like {default!r}, got {value!r}")
-        if not math.isfinite(value) or value < 0 or (default > 0 and value == 0 and param.name != "seed"):
-            bound = ">= 0" if default == 0 or param.name == "seed" else "> 0"
+        if not math.isfinite(value) or value < 0 or (value == 0 and not param.may_be_zero()):
+            bound = ">= 0" if param.may_be_zero() else "> 0"
             raise ValueError(f"{param.name} must be a finite number {bound}, got {value!r}")
         return float(value) if isinstance(default, float) else value
     if isinstance(default, str):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoreda import _digest, assimilate, cli, hybrid
+from scoreda import _digest, assimilate, chapters, cli, hybrid
 from scoreda.experiments import compare, records, twin
 from scoreda.filters import ensf, gaussian_score, kalman, regression
 from scoreda.surrogates.train import CacheWarning
@@ -570,8 +570,8 @@ def test_a_filter_that_lets_the_ensemble_drift_is_not_blamed_on_the_model():
 
 
 def test_grids_that_hold_zero_pass_the_command_line():
-    params = cli.parameters(cli.find_notebook("05"))
-    assert cli.check_value(params["model_error_grid"], [0.0, 0.3]) == [0.0, 0.3]
+    params = chapters.parameters(chapters.find_notebook("05"))
+    assert chapters.check_value(params["model_error_grid"], [0.0, 0.3]) == [0.0, 0.3]
 
 
 def test_earlier_attempts_of_the_wrong_shape_are_named(tmp_path):

@@ -117,3 +117,30 @@ def test_lab_times_page_matches_the_stored_notebooks():
     spec.loader.exec_module(lab_times)
     assert (ROOT / "book" / "lab_times.md").read_text() == lab_times.render(), \
         "run: python scripts/lab_times.py"
+
+
+#: chapters whose pages are about their results: every code cell but the parameters sits
+#: behind a toggle (hide-input); chapters 1-3 and 7 teach with their code, which stays in view
+RESULT_CHAPTERS = ("04", "05", "06", "08", "09")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_hold_no_stray_warnings_or_reprs_and_plumbing_is_folded(path):
+    """No stored output on stderr (warnings belong in the prose or nowhere) and no object
+    repr such as ``<matplotlib.legend.Legend at 0x...>``; the checks cell and, in the result
+    chapters, every code cell but the parameters are folded (``hide-input``)."""
+    import re
+
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        for out in cell.get("outputs", []):
+            assert not (out["output_type"] == "stream" and out["name"] == "stderr"), \
+                f"{path.name} cell {i} wrote to stderr: {''.join(out['text'])[:300]}"
+            text = "".join(out.get("data", {}).get("text/plain", [])) + "".join(out.get("text", []))
+            assert not re.search(r"<[\w.]+ (object )?at 0x[0-9a-f]+>", text), \
+                f"{path.name} cell {i} shows a repr: {text[:200]}"
+        tags = cell["metadata"].get("tags", [])
+        folded = "hide-input" in tags or "remove-input" in tags
+        if "checks" in tags or (path.name[:2] in RESULT_CHAPTERS and "parameters" not in tags):
+            assert folded, f"{path.name} cell {i} should be folded (hide-input)"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoreda import cli
+from scoreda import chapters
 from scoreda.experiments import compare, cost, records, twin
 from scoreda.surrogates import data, lstm, train
 
@@ -109,7 +109,7 @@ def test_a_record_ran_with_the_current_paper_scale(folder):
     assert run["versions"].get("commit"), "the record names no commit"
     # a record may predate the chapter's current --scale paper (it is what ran then), but the
     # page that shows it must name every parameter that differs
-    now, ran = cli.effective_parameters(notebook, "paper"), run["effective_parameters"]
+    now, ran = chapters.effective_parameters(notebook, "paper"), run["effective_parameters"]
     differ = sorted(k for k in set(now) | set(ran) if k not in now or k not in ran or now[k] != ran[k])
     shown = records.book_values(PAGE).get(f"stale_{run['notebook'][:2]}")
     assert shown == (", ".join(differ) or "none"), \

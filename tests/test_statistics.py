@@ -202,3 +202,19 @@ def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
     back = store.load_tuning()
     assert back is not None and list(back.grid) == ["kernel_var", "eps_b"]
     assert back.chosen == tuning.chosen
+
+
+def test_mean_rmse_and_spread_ratio_skip_diverged_trials_without_a_warning():
+    """The book's columns: the mean over the trials that did not diverge (here 1.0 and 3.0),
+    and NaN, silently, when every trial diverged (chapters 5 and 6 once printed
+    "Mean of empty slice" under their tables)."""
+    import warnings
+
+    rmse = np.array([1.0, np.nan, 3.0])
+    spread = np.array([0.5, np.nan, 1.5])
+    result = compare.MethodResult({}, rmse, spread, rmse, rmse, np.zeros(3, int), np.array([-1, 7, -1]))
+    assert result.mean_rmse == 2.0 and result.spread_ratio == 0.5
+    lost = result._replace(rmse=np.full(3, np.nan), spread=np.full(3, np.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(lost.mean_rmse) and np.isnan(lost.spread_ratio)

@@ -323,6 +323,20 @@ class MethodResult(NamedTuple):
     def n_diverged(self) -> int:
         return int(np.sum(self.diverged_step >= 0))
 
+    @property
+    def mean_rmse(self) -> float:
+        """Mean of ``rmse`` over the trials that did not diverge; NaN, without a warning,
+        when every trial diverged (the tables count those trials as losses)."""
+        finite = self.rmse[np.isfinite(self.rmse)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    @property
+    def spread_ratio(self) -> float:
+        """Mean spread over mean RMSE on the trials that did not diverge (1 calibrated, below 1
+        over-confident); NaN when every trial diverged."""
+        ok = np.isfinite(self.rmse) & np.isfinite(self.spread)
+        return float(self.spread[ok].mean() / self.rmse[ok].mean()) if ok.any() else float("nan")
+
     def outlier_ratio(self) -> float:
         """Share of truths outside the ensemble (rank 0 or N) over its calibrated value
         ``2/(N + 1)``: 1 calibrated, above 1 over-confident, below 1 over-dispersive."""

@@ -30,7 +30,8 @@ class Record(NamedTuple):
 
     @property
     def values(self) -> dict[str, Any]:
-        return self.results["values"]
+        """The glued values; a NaN (``null`` in ``results.json``) as ``float("nan")``."""
+        return {k: float("nan") if v is None else v for k, v in self.results["values"].items()}
 
     def wall_seconds(self) -> float:
         """Seconds from start to end, summed over this attempt and any earlier interrupted
@@ -136,6 +137,6 @@ def load(directory: Path | str) -> dict[str, Record]:
 
 def book_values(notebook: Path | str) -> dict[str, Any]:
     """The values a stored, executed notebook glued (the book's numbers at its defaults)."""
-    from scoreda.cli import glued_values
+    from scoreda.glued import glued_values
 
     return glued_values(json.loads(Path(notebook).read_text()))

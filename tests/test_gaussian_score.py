@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoreda.filters import gaussian_score, kalman
+from scoreda.filters import gaussian_score, localisation
 
 
 def kalman_posterior(ens, y, sigma, mask, taper=None):
@@ -80,7 +80,7 @@ def test_localisation_tapers_the_prior_covariance(x64):
     mask[[0, 1, 2]] = True
     y = np.full(d, -2.0)
     radius = 1.0
-    taper = np.asarray(kalman.gaspari_cohn(kalman.periodic_distances(d) / (1.82 * radius)))
+    taper = np.asarray(localisation.gaspari_cohn(localisation.periodic_distances(d) / (1.82 * radius)))
     mean_a, cov_a = kalman_posterior(ens, y, 0.3, mask, taper)
     xa = np.asarray(gaussian_score.analysis(jax.random.key(0), ens, y, 0.3, mask=mask,
                                             radius=radius, n_steps=40))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scoreda import _checks, assimilate, metrics, observe
-from scoreda.filters import ensf, gaussian_score, kalman, regression
+from scoreda.filters import ensf, gaussian_score, kalman, localisation, regression
 from scoreda.systems import kdv
 from scoreda.systems import lorenz96 as l96
 
@@ -86,7 +86,7 @@ def test_letkf_refuses_nan_or_negative_distances_and_takes_inf_as_never(twin):
         _refused("distances must be >= 0 everywhere",
                  lambda: kalman.letkf(KEY, ens0, truth[0], 1.0, distances=bad))
     # two blocks that never interact: the analysis of one ignores the other's observations
-    ring = kalman.periodic_distances(D)
+    ring = localisation.periodic_distances(D)
     blocks = np.where((np.arange(D)[:, None] < 4) == (np.arange(D)[None, :] < 4), ring, np.inf)
     mask = jnp.arange(D) >= 4  # only the second block is observed
     out = kalman.letkf(KEY, ens0, truth[0], 1.0, mask=mask, distances=blocks)

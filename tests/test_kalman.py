@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoreda.filters import kalman
+from scoreda.filters import kalman, localisation
 
 
 def kalman_update(ens, y, sigma, mask):
@@ -79,8 +79,8 @@ def test_letkf_local_neighbourhoods_give_the_fully_tapered_analysis(geometry, x6
     else:  # points at random positions on a line: rows have different neighbour counts
         x = np.sort(np.random.default_rng(0).uniform(0, 40, d))
         distances = np.abs(x[:, None] - x[None, :])
-    neighbours, near = kalman.local_neighbourhoods(
-        kalman.periodic_distances(d) if distances is None else distances, 2 * kalman.GC_RADIUS_SCALE * 2.0)
+    neighbours, near = localisation.local_neighbourhoods(
+        localisation.periodic_distances(d) if distances is None else distances, 2 * localisation.GC_RADIUS_SCALE * 2.0)
     assert neighbours.shape[1] < d  # the local problems really are smaller
     local = kalman.letkf(None, ens, y, 0.1, obs="arctan", mask=mask, radius=2.0, distances=distances)
     traced = jax.jit(lambda r: kalman.letkf(None, ens, y, 0.1, obs="arctan", mask=mask, radius=r,
@@ -94,7 +94,7 @@ def test_letkf_on_a_large_ring_never_forms_the_distance_matrix():
     # the analysis is the forecast, and the fully observed block at the end moves.
     d, n = 200_000, 6
     ens = jax.random.normal(jax.random.key(0), (n, d))
-    neighbours, near = kalman.ring_neighbourhoods(d, 2 * kalman.GC_RADIUS_SCALE * 2.0)
+    neighbours, near = localisation.ring_neighbourhoods(d, 2 * localisation.GC_RADIUS_SCALE * 2.0)
     assert neighbours.shape == (d, 15) and near[0, 7] == 0.0 and near[0, 0] == 7.0
     assert neighbours[0, 0] == d - 7 and neighbours[-1, -1] == 6  # wrapped around the ring
     mask = jnp.arange(d) >= d - 100
@@ -134,12 +134,12 @@ def test_nonlinear_operator_is_applied_to_members():
 
 def test_gaspari_cohn_known_values():
     r = jnp.array([0.0, 1.0, 2.0, 3.0, 0.5])
-    g = np.asarray(kalman.gaspari_cohn(r))
+    g = np.asarray(localisation.gaspari_cohn(r))
     np.testing.assert_allclose(g[:4], [1.0, 5 / 24, 0.0, 0.0], atol=1e-6)
     # continuity at r = 1 and monotone decay
-    left, right = kalman.gaspari_cohn(jnp.array([1 - 1e-4, 1 + 1e-4]))
+    left, right = localisation.gaspari_cohn(jnp.array([1 - 1e-4, 1 + 1e-4]))
     assert abs(float(left - right)) < 1e-3
-    grid = np.asarray(kalman.gaspari_cohn(jnp.linspace(0, 2, 201)))
+    grid = np.asarray(localisation.gaspari_cohn(jnp.linspace(0, 2, 201)))
     assert np.all(np.diff(grid) <= 1e-6)  # float32 cancellation near r = 2
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoreda.filters import ensf, kalman, regression
+from scoreda.filters import ensf, localisation, regression
 
 
 def test_regression_completes_an_exact_observed_update_to_the_joint_posterior(x64):
@@ -71,7 +71,7 @@ def test_ring_neighbourhoods_from_offsets_equal_the_distance_matrix_ones():
     # the offset path (no (d, d) array) and the general path agree as sets with their tapers
     for d, radius in ((60, 2.0), (60, 3.3)):
         fast = regression.neighbourhoods(d, radius)
-        general = regression.neighbourhoods(d, radius, distances=kalman.periodic_distances(d))
+        general = regression.neighbourhoods(d, radius, distances=localisation.periodic_distances(d))
         for i in (0, 17, d - 1):
             weight_fast = dict(zip(fast[0][i].tolist(), fast[1][i].tolist()))
             weight_general = {j: w for j, w in zip(general[0][i].tolist(), general[1][i].tolist()) if w > 0}

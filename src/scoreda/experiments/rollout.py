@@ -82,7 +82,7 @@ def make_truth(system: System, config: DAConfig, seed: int) -> Truth:
     first ``spin_up`` steps dropped: ``states (n_steps + 1, d)`` start where the system has
     had ``spin_up`` steps to leave its initial distribution (for Lorenz-96, the uniform
     start in [7, 9] and the transient that follows it)."""
-    if config.n_observed > system.d:
+    if config.observation == "partial" and config.n_observed > system.d:
         raise ValueError(f"n_observed must be <= d = {system.d}, got {config.n_observed}")
     if config.n_steps <= system.window + 1:
         raise ValueError(f"n_steps must exceed the window {system.window} + 1, got {config.n_steps}")

@@ -3,7 +3,8 @@
 A *twin experiment* uses the same model for the truth and the forecasts, so that only the
 filter is tested. :class:`TwinConfig` holds every setting; :func:`make_twin` builds the
 truth, observations, initial ensemble and forecast model from it; :func:`score` runs one
-filter; :func:`tune` picks a filter's parameters on trials that are not the reported ones.
+filter; :func:`case` makes the twin a case of the comparison harness, which tunes
+and evaluates filters on trials that differ (:mod:`scoreda.experiments.compare`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from functools import partial
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -115,21 +116,6 @@ def score(config: TwinConfig, filter_fn: Callable, *, twin: Twin | None = None,
         return TwinScore(float("nan"), float("nan"), result.diverged_step, result)
     return TwinScore(float(np.mean(result.analysis_rmse[late])),
                      float(np.mean(result.analysis_spread[late])), -1, result)
-
-
-def tune(config: TwinConfig, candidates: Mapping[str, Callable], seeds=(101,)) -> dict[str, float]:
-    """Mean RMSE of each candidate filter over twins with the given seeds (not the reported one).
-
-    A diverged run counts as infinitely bad. Returns ``{name: mean RMSE}``.
-    """
-    scores = {name: [] for name in candidates}
-    for seed in seeds:
-        cfg = dataclasses.replace(config, seed=seed)
-        twin = make_twin(cfg)
-        for name, fn in candidates.items():
-            rmse = score(cfg, fn, twin=twin).rmse
-            scores[name].append(np.inf if np.isnan(rmse) else rmse)
-    return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
 def forecast_case(key: jax.Array, config: TwinConfig, error_std: float = 1.0):

@@ -82,10 +82,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from scoreda import _checks
-from scoreda.filters import kalman
+from scoreda.filters import kalman, localisation
 
 #: ``"flow"``: deterministic (each member encoded by the prior's flow, decoded by the
 #: posterior's); ``"ancestral"``: stochastic, fresh draws of the posterior
@@ -169,7 +168,7 @@ def _analysis(key, x, y, mask, obs_std, inflation, radius, eps_a, eps_b, distanc
     dtype = x.dtype
     mean = x.mean(axis=0)
     anom = x - mean
-    taper = kalman.gaspari_cohn(distances / (kalman.GC_RADIUS_SCALE * radius))
+    taper = localisation.gaspari_cohn(distances / (localisation.GC_RADIUS_SCALE * radius))
     cov_prior = taper * (anom.T @ anom) / (n_members - 1)
     lam, vecs = jnp.linalg.eigh(0.5 * (cov_prior + cov_prior.T))
     lam = jnp.maximum(lam, 0.0)
@@ -281,7 +280,7 @@ def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mas
     mask = precision > 0
     check_knobs(inflation=inflation, radius=radius, n_steps=n_steps, eps_a=eps_a, eps_b=eps_b,
                 sampler=sampler, linearise=linearise, stacklevel=3)
-    distances = kalman.component_distances(d, distances)
+    distances = localisation.component_distances(d, distances)
     dtype = ensemble.dtype
     out = _analysis(key, ensemble, y, mask, obs_std, jnp.asarray(inflation, dtype),
                     jnp.asarray(radius, dtype), jnp.asarray(eps_a, dtype),

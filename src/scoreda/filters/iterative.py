@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks
-from scoreda.filters import kalman
+from scoreda.filters import kalman, localisation
 
 
 def check_knobs(*, inflation=1.0, radius=4.0, n_iter=10, tol=1e-4, damped=True) -> None:
@@ -195,17 +195,17 @@ def _neighbourhoods(d: int, radius, distances, dtype):
     """Each component's observations and their Gaspari–Cohn weights, as the LETKF's: ``(d, L)``
     indices and tapers (every component for ``radius=inf``, or a traced radius)."""
     if _checks.is_concrete(radius) and np.isinf(float(radius)):
-        distances = kalman.component_distances(d, distances)  # checked, then unused
+        distances = localisation.component_distances(d, distances)  # checked, then unused
         return jnp.broadcast_to(jnp.arange(d), (d, d)), jnp.ones((d, d), dtype)
-    scale = kalman.GC_RADIUS_SCALE * radius
+    scale = localisation.GC_RADIUS_SCALE * radius
     local = None
     if distances is None and _checks.is_concrete(radius):
-        local = kalman.ring_neighbourhoods(d, 2.0 * float(scale))
+        local = localisation.ring_neighbourhoods(d, 2.0 * float(scale))
     if local is None:
-        distances = kalman.component_distances(d, distances)
+        distances = localisation.component_distances(d, distances)
     if local is None and not (_checks.is_concrete(radius) and _checks.is_concrete(distances)):
-        taper = kalman.gaspari_cohn(jnp.asarray(distances, dtype) / scale)
+        taper = localisation.gaspari_cohn(jnp.asarray(distances, dtype) / scale)
         return jnp.broadcast_to(jnp.arange(d), (d, d)), taper.astype(dtype)
-    neighbours, near = local or kalman.local_neighbourhoods(distances, 2.0 * float(scale))
-    taper = jnp.where(near >= 0, kalman.gaspari_cohn(jnp.asarray(near, dtype) / scale), 0.0)
+    neighbours, near = local or localisation.local_neighbourhoods(distances, 2.0 * float(scale))
+    taper = jnp.where(near >= 0, localisation.gaspari_cohn(jnp.asarray(near, dtype) / scale), 0.0)
     return jnp.asarray(neighbours), taper.astype(dtype)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks
-from scoreda.filters import ensf, kalman
+from scoreda.filters import ensf, localisation
 
 #: relative ridge on the local observed covariance (keeps float32 Cholesky factors finite)
 _RIDGE = 1e-5
@@ -57,14 +57,14 @@ def neighbourhoods(d: int, radius: float, distances=None):
     neighbours are found from index offsets, so no ``(d, d)`` array is formed (``d = 10^6``
     is fine).
     """
-    scale = kalman.GC_RADIUS_SCALE * float(radius)
+    scale = localisation.GC_RADIUS_SCALE * float(radius)
     cutoff = 2.0 * scale
 
     def gc(r):  # evaluated now, also when called while a cycle is being traced
         with jax.ensure_compile_time_eval():
-            return np.asarray(kalman.gaspari_cohn(jnp.asarray(r / scale)))
+            return np.asarray(localisation.gaspari_cohn(jnp.asarray(r / scale)))
 
-    ring = kalman.ring_neighbourhoods(d, cutoff) if distances is None else None
+    ring = localisation.ring_neighbourhoods(d, cutoff) if distances is None else None
     if ring is not None:  # from index offsets: no (d, d) array
         near, offset_dist = ring
         taper_to_i = gc(offset_dist[0])  # the same offsets for every component
@@ -73,8 +73,8 @@ def neighbourhoods(d: int, radius: float, distances=None):
         taper_among = gc(np.minimum(between, d - between).astype(np.float64))
         return (near, np.broadcast_to(taper_to_i, near.shape).astype(np.float32),
                 taper_among.astype(np.float32))
-    distances = np.asarray(kalman.component_distances(d, distances), np.float64)
-    near, near_dist = kalman.local_neighbourhoods(distances, cutoff)
+    distances = np.asarray(localisation.component_distances(d, distances), np.float64)
+    near, near_dist = localisation.local_neighbourhoods(distances, cutoff)
     valid = near_dist >= 0
     near = np.where(valid, near, np.arange(d)[:, None])
     taper_to_i = np.where(valid, gc(np.where(valid, near_dist, 0.0)), 0.0)
@@ -136,8 +136,8 @@ def spread_increments(forecast, analysis, mask, *, radius=4.0, distances=None) -
         near, to_i = jnp.asarray(near), jnp.asarray(to_i, dtype)
         among = jnp.broadcast_to(jnp.asarray(among, dtype), (d,) + among.shape[-2:])
     else:
-        dist = jnp.asarray(kalman.component_distances(d, distances), dtype)
-        taper = kalman.gaspari_cohn(dist / (kalman.GC_RADIUS_SCALE * radius))
+        dist = jnp.asarray(localisation.component_distances(d, distances), dtype)
+        taper = localisation.gaspari_cohn(dist / (localisation.GC_RADIUS_SCALE * radius))
         near = jnp.broadcast_to(jnp.arange(d), (d, d))
         to_i, among = taper, jnp.broadcast_to(taper, (d, d, d))
     return _regress(forecast, analysis, mask, near, to_i, among)
@@ -153,7 +153,7 @@ def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mas
                          f"covariance), got ensemble of shape {jnp.shape(ensemble)}")
     check_knobs(radius=radius, **ensf_knobs)
     if distances is not None and jnp.ndim(ensemble) == 2:  # checked before the EnSF run
-        kalman.component_distances(jnp.shape(ensemble)[1], distances)
+        localisation.component_distances(jnp.shape(ensemble)[1], distances)
     x_s = ensf.analysis(key, ensemble, y, obs_std, obs=obs, mask=mask, **ensf_knobs)
     if mask is None:  # everything observed: nothing to regress onto
         return x_s

@@ -144,3 +144,27 @@ def test_stored_outputs_hold_no_stray_warnings_or_reprs_and_plumbing_is_folded(p
         folded = "hide-input" in tags or "remove-input" in tags
         if "checks" in tags or (path.name[:2] in RESULT_CHAPTERS and "parameters" not in tags):
             assert folded, f"{path.name} cell {i} should be folded (hide-input)"
+
+
+#: chapters with code exercises (a stub the reader fills in, a check, a folded solution)
+EXERCISE_CHAPTERS = ("01", "02", "03")
+
+
+@pytest.mark.parametrize("chapter", EXERCISE_CHAPTERS)
+def test_code_exercises_have_a_stub_a_check_and_a_right_solution(chapter):
+    """At least two exercises, each: a stub that raises NotImplementedError (stored check:
+    "not yet"), and a folded worked solution whose stored check says "right" and that nbval
+    re-checks (the marker on a line of its own, where nbval reads it)."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith(chapter))
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    text = lambda c: "".join(o.get("text", "") if isinstance(o.get("text", ""), str)
+                             else "".join(o["text"]) for o in c.get("outputs", []))
+    stubs = [c for c in cells if "raise NotImplementedError  # your code here" in "".join(c["source"])]
+    solutions = [c for c in cells if "".join(c["source"]).startswith("# worked solution")]
+    assert len(stubs) >= 2 and len(solutions) == len(stubs)
+    for c in solutions:
+        assert "# NBVAL_CHECK_OUTPUT" in [line.strip() for line in "".join(c["source"]).splitlines()]
+        assert "hide-input" in c["metadata"].get("tags", [])
+        assert text(c).startswith("right: "), text(c)
+    checks = [text(c) for c in cells if text(c).startswith("not yet: ")]
+    assert len(checks) == len(stubs)

@@ -131,3 +131,27 @@ def test_the_page_shows_the_records_numbers():
             assert value == expected, name
     # and every record the page could show is shown
     assert {name.split("_", 2)[1] for name in shown} == set(found)
+
+
+def test_a_calibration_is_measured_once_per_machine(tmp_path, monkeypatch):
+    """The dry run's timings are kept under the cache: a second process (a fresh wrapper
+    here) reads the stored value instead of measuring; a damaged entry is measured again;
+    a system argument is keyed by its name (its functions' reprs differ between processes)."""
+    from scoreda.experiments import lorenz96
+
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    calls = []
+
+    def timing(system, n):
+        calls.append(n)
+        return 0.25 * n
+
+    first, second = cost.remembered(timing), cost.remembered(timing)
+    assert first(lorenz96.SYSTEM, 2) == 0.5 and first(lorenz96.SYSTEM, 2) == 0.5
+    assert second(lorenz96.SYSTEM._replace(true_step=lambda x: x), 2) == 0.5
+    assert calls == [2]
+    (entry,) = (tmp_path / "calibration").iterdir()
+    assert "['Lorenz-96', 2]" in json.loads(entry.read_text())["key"]
+    entry.write_text("{trunc")
+    assert cost.remembered(timing)(lorenz96.SYSTEM, 2) == 0.5 and calls == [2, 2]
+    assert cost.training_rate.__name__ == "training_rate" and "samples per second" in cost.training_rate.__doc__

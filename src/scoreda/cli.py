@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("notebooks", nargs="*", help="only these (default: all)")
     reproduce.add_argument("--dry-run", action="store_true",
                            help="print each notebook's sizes at this scale and the estimated "
-                           "time of chapters 4 and 5 (a calibration of about a minute); run nothing")
+                           "time of chapters 4 and 5 (a short calibration, kept per machine in the "
+                           "cache); run nothing")
     reproduce.add_argument("--no-estimate", action="store_true",
                            help="with --dry-run: sizes only, no calibration")
     reproduce.set_defaults(func=_reproduce)

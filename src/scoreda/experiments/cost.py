@@ -58,7 +58,60 @@ def seconds_per_call(fn: Callable, *args, repeats: int = 3) -> float:
     return best
 
 
-@functools.lru_cache(maxsize=None)
+def machine_fingerprint() -> dict:
+    """What a calibration depends on besides its arguments: processor, cores usable, JAX
+    version and backend, and the package's code."""
+    import os
+    import platform
+
+    from scoreda import _digest
+
+    processor = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"processor": processor, "cores": cores, "jax": jax.__version__,
+            "backend": jax.default_backend(), "code": _digest.package_digest()}
+
+
+def remembered(function: Callable) -> Callable:
+    """``function`` (returning seconds or a rate) measured once per machine: its result is
+    kept in ``<cache>/calibration/`` under its name, arguments and :func:`machine_fingerprint`,
+    so a second dry run reads it instead of compiling and timing again (a system argument is
+    keyed by its name). An unreadable entry is measured again; an unwritable cache just
+    measures. Also memoised in the process."""
+    import hashlib
+    import json
+
+    @functools.lru_cache(maxsize=None)
+    @functools.wraps(function)
+    def measured(*args):
+        from scoreda.surrogates import train
+
+        described = [a.name if hasattr(a, "true_step") else a for a in args]  # a system: its name
+        key = json.dumps([function.__name__, repr(described), machine_fingerprint()], sort_keys=True)
+        entry = train.cache_dir() / "calibration" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+        try:
+            return float(json.loads(entry.read_text())["value"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        value = function(*args)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            train.write_json(entry, {"value": value, "key": key})
+        except OSError:
+            pass
+        return value
+
+    return measured
+
+
+@remembered
 def training_rate(model_config, batch_size: int) -> float:
     """Training samples per second of ``model_config`` at ``batch_size`` (whole steps: window
     gathering, forward, backward, Adam), measured on a small data set without the cache."""
@@ -75,7 +128,7 @@ def training_rate(model_config, batch_size: int) -> float:
     return float(result.history[-1]["samples_per_second"])
 
 
-@functools.lru_cache(maxsize=None)
+@remembered
 def forecast_seconds(model_config, n_members: int) -> float:
     """Seconds of one forecast step of ``n_members`` histories through a freshly initialised
     surrogate (the cost does not depend on the parameters' values)."""
@@ -86,13 +139,14 @@ def forecast_seconds(model_config, n_members: int) -> float:
     return seconds_per_call(predict, histories)
 
 
+@remembered
 def exact_forecast_seconds(system, n_members: int) -> float:
     """Seconds of one exact-model step of ``n_members`` states of ``system``."""
     step = jax.jit(jax.vmap(system.true_step))
     return seconds_per_call(step, jnp.ones((n_members, system.d), jnp.float32))
 
 
-@functools.lru_cache(maxsize=None)
+@remembered
 def analysis_seconds(filter_name: str, n_members: int, d: int, knobs: tuple = ()) -> float:
     """Seconds of one arctan-observed analysis of ``filter_name`` (registry name) with
     ``knobs`` (a tuple of pairs) at ensemble size ``n_members`` and dimension ``d``."""
@@ -215,7 +269,6 @@ def _chapter_05(p: Mapping) -> list[Stage]:
     """Mirror of chapter 5's loops (three DeepONets; five cases; the methods of
     ``methods_for``; the convergence check of the standard case)."""
     from scoreda.experiments import kdv as ex
-    from scoreda.surrogates import train
 
     model = ex.SurrogateSpec().model_config()
     rate = training_rate(model, 128)

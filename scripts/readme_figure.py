@@ -24,7 +24,8 @@ def main():
     u = np.asarray(kdv.solve(u0, kdv.LENGTH, 0.01, 10_000, 50))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.2))
     plotting.hovmoller(a, traj, np.arange(2501) * 0.004, np.arange(20), label="$x_i$")
-    a.set_ylabel("component")
+    a.set_ylabel("component $i$")
+    a.set_yticks(range(0, 20, 5))  # whole components (the image's extent centres each on its index)
     a.set_title("Lorenz-96 (d = 20, F = 8) from the paper's initial states")
     plotting.hovmoller(b, u, np.arange(u.shape[0]) * 0.5, np.asarray(x), label="u", cmap="viridis",
                        vmin=0, vmax=float(u.max()))

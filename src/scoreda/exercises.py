@@ -7,7 +7,7 @@ and says, in one line, whether it is right.
     def tendency(x, forcing):
         raise NotImplementedError  # your code: dx/dt of Lorenz-96, shape (d,)
 
-    exercises.check(tendency, l96.tendency, [(x, 8.0) for x in states])
+    verdict = exercises.check(tendency, l96.tendency, [(x, 8.0) for x in states])
     # not yet: tendency raises NotImplementedError: write it in the cell above
 
 Every exercise has a worked solution in a folded cell that runs the same check (and prints

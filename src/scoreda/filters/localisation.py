@@ -1,6 +1,6 @@
 r"""Localisation: the Gaspari-Cohn taper, distances between state components, and the
-neighbourhoods a local analysis solves over. Shared by the LETKF (:mod:`kalman`), the
-IEnKF, EnSF-G and EnSF-LR.
+neighbourhoods a local analysis solves over. Shared by the LETKF
+(:mod:`scoreda.filters.kalman`), the IEnKF, EnSF-G and EnSF-LR.
 
 The localisation radius follows DAPPER's convention: the taper's half-width is
 ``c = GC_RADIUS_SCALE * radius``, so that the taper is about :math:`e^{-1/2}` at distance

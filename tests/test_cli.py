@@ -180,6 +180,9 @@ def test_same_configuration_and_seed_give_identical_results_and_a_run_resumes(tm
     ("06", ["-p", "tuning_seeds", "[0]"], "tuning_seeds must differ from the reported trials and from seed"),
     ("09", ["-p", "thinning_strides", "[0, 10]"], "thinning_strides must be positive"),
     ("02", ["-p", "save_dt", "0.015"], "save_dt (0.015) must be a whole number of steps dt (0.01)"),
+    ("02", ["-p", "save_dt", "1e-9"], "save_dt (1e-09) must be a whole number of steps dt (0.01)"),
+    ("03", ["-p", "tuning_seeds", "[]"], "tuning_seeds must name at least one trajectory"),
+    ("06", ["-p", "tuning_seeds", "[]"], "tuning_seeds must name at least one trajectory"),
 ])
 def test_relations_between_parameters_are_refused_before_anything_runs(tmp_path, monkeypatch,
                                                                      notebook, args, message):

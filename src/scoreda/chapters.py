@@ -251,6 +251,9 @@ def check_relations(path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         exec(compile(source, f"<{path.name}: checks cell>", "exec"), namespace)
     except ValueError as error:
         raise SystemExit(f"scoreda: {path.stem}: {error}") from None
+    except Exception as error:  # a combination the cell did not foresee: still refused here
+        raise SystemExit(f"scoreda: {path.stem}: these parameters fail the checks cell "
+                         f"({type(error).__name__}: {error})") from None
     namespace.pop("__builtins__", None)
     return namespace
 

@@ -59,24 +59,14 @@ def seconds_per_call(fn: Callable, *args, repeats: int = 3) -> float:
 
 
 def machine_fingerprint() -> dict:
-    """What a calibration depends on besides its arguments: processor, cores usable, JAX
-    version and backend, and the package's code."""
-    import os
-    import platform
+    """What a calibration depends on besides its arguments: the machine as a run records it
+    (:func:`scoreda.runs.machine`: processor, cores usable, JAX's devices), the JAX version
+    and the package's code."""
+    from scoreda import _digest, runs
 
-    from scoreda import _digest
-
-    processor = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                processor = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"processor": processor, "cores": cores, "jax": jax.__version__,
-            "backend": jax.default_backend(), "code": _digest.package_digest()}
+    found = runs.machine()
+    return {"processor": found["processor"], "cores": found.get("cores_available", found["cpu_count"]),
+            "devices": found["devices"], "jax": jax.__version__, "code": _digest.package_digest()}
 
 
 def remembered(function: Callable) -> Callable:

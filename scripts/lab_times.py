@@ -42,8 +42,64 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the line of each chapter's "at a glance" card (the cell tagged ``chapter-card``) that
+#: this script writes
+CARD_PREFIX = "**Lab time.**"
+
+
+def card_line(stem: str, minutes: float, n_exercises: int) -> str:
+    """The card's lab-time line: the measured execution time and what it means for a lab."""
+    when = (f"Executes in {minutes:.1f} min at its defaults (two CPU cores, empty cache): "
+            "rerun it in the lab with your own parameters."
+            if minutes <= LAB_LIMIT_MIN else
+            f"Executes in {minutes:.1f} min at its defaults (two CPU cores, empty cache), too "
+            f"long for a lab: run it beforehand (`scoreda run {stem[:2]}`) or read its stored "
+            "results; the code exercises run on their own in seconds.")
+    return (f"{CARD_PREFIX} {when} {n_exercises} code exercises (\"Your turn\"); all chapters' "
+            "times: {doc}`the lab table <../book/intro>`.")
+
+
+def exercises_in(nb: dict) -> int:
+    """Code exercises: stubs the reader fills in."""
+    return sum("raise NotImplementedError  # your code here" in "".join(c["source"])
+               for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def card_lines() -> dict[str, str]:
+    """Each notebook's expected lab-time line, by stem."""
+    out = {}
+    for stem, _, minutes in durations():
+        nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+        out[stem] = card_line(stem, minutes, exercises_in(nb))
+    return out
+
+
+def stored_card_line(nb: dict) -> str | None:
+    """The lab-time line of the notebook's card (None without a card or line)."""
+    for c in nb["cells"]:
+        if "chapter-card" in c["metadata"].get("tags", []):
+            for line in "".join(c["source"]).splitlines():
+                if line.startswith(CARD_PREFIX):
+                    return line
+    return None
+
+
+def write_cards() -> None:
+    """Rewrite the lab-time line of every chapter's card (markdown only: outputs untouched)."""
+    for stem, line in card_lines().items():
+        path = ROOT / "notebooks" / f"{stem}.ipynb"
+        nb = json.loads(path.read_text())
+        card = next(c for c in nb["cells"] if "chapter-card" in c["metadata"].get("tags", []))
+        lines = "".join(card["source"]).split("\n")
+        lines = [line if old.startswith(CARD_PREFIX) else old for old in lines]
+        text = "\n".join(lines)
+        card["source"] = [l + "\n" for l in text.split("\n")[:-1]] + [text.split("\n")[-1]]
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True))
+
+
 def main() -> int:
     OUT.write_text(render())
+    write_cards()
     print(OUT.read_text())
     return 0
 

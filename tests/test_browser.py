@@ -85,6 +85,14 @@ return {
   n_typeset: document.querySelectorAll('mjx-container').length,
   n_math_errors: document.querySelectorAll('mjx-merror, .MathJax_Error').length,
   mathjax_src: [...document.scripts].map(s => s.src).filter(s => s.includes('mathjax')),
+  column_px: (() => {
+    const a = document.querySelector('article.bd-article');
+    if (!a) return null;
+    const style = getComputedStyle(a);
+    return a.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  })(),
+  cut_cells: [...document.querySelectorAll('article.bd-article table td, article.bd-article table th')]
+    .filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent.trim().slice(0, 40)),
 };
 """
 
@@ -98,6 +106,7 @@ def test_every_page_of_the_built_book_works_in_chromium(served_book, capsys):
     driver = _chromium()
     problems, ids_cache = [], {}
     n_pages = n_images = n_typeset = n_math_pages = n_links = 0
+    column_px = {}  # the text column's width on each chapter page, in CSS pixels
     try:
         driver.set_script_timeout(300)  # typesetting on a busy 2-core machine can take minutes; speed is not tested here
         for page in _pages(html):
@@ -108,6 +117,10 @@ def test_every_page_of_the_built_book_works_in_chromium(served_book, capsys):
             n_pages += 1
             n_images += seen["n_images"]
             problems += [f"{rel}: image did not load: {src}" for src in seen["broken_images"]]
+            problems += [f"{rel}: a table cell is cut at this width: {text!r}"
+                         for text in seen["cut_cells"]]
+            if rel.startswith("notebooks/") and seen["column_px"]:
+                column_px[rel] = seen["column_px"]
             for entry in driver.get_log("browser"):
                 if entry["level"] == "SEVERE":
                     problems.append(f"{rel}: console error: {entry['message']}")
@@ -140,4 +153,14 @@ def test_every_page_of_the_built_book_works_in_chromium(served_book, capsys):
         print(f"\nbrowser test: {n_pages} pages, {n_links} internal links, {n_images} images, "
               f"{n_typeset} typeset equations on {n_math_pages} pages; front page: {SCREENSHOT}")
     assert n_pages >= 10 and n_images > 20 and n_math_pages >= 5, (n_pages, n_images, n_math_pages)
+    # the figures' text-size check (scoreda.plotting.text_sizes_at_column) assumes the
+    # column that a 1280-pixel window shows; it must be the book's
+    from scoreda import plotting
+
+    widths = sorted(column_px.values())
+    assert widths, "no chapter page reported its column width"
+    with capsys.disabled():
+        print(f"text column of the chapter pages at 1280 px: {widths[0]:.0f}-{widths[-1]:.0f} px "
+              f"(plotting.COLUMN_PX = {plotting.COLUMN_PX})")
+    assert abs(widths[len(widths) // 2] / plotting.COLUMN_PX - 1) < 0.05, widths
     assert not problems, "\n".join(problems[:40])

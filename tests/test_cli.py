@@ -292,3 +292,27 @@ def test_a_run_whose_numbers_are_mostly_nan_is_failed(tmp_path, monkeypatch, n_n
     if status == "completed":
         assert record["nan_results"] == [k for k, v in results["values"].items() if v is None]
     assert set(results["about"]) == set(results["values"])
+
+
+def test_a_wrapped_parameter_comment_is_read_whole(tmp_path):
+    """A comment continued on comment-only lines in the same column belongs to the
+    assignment above (its choices included); a comment in another column does not."""
+    cell = ('x = ["a"]  # choices: "a",\n'
+            '           # "b" and "c"\n'
+            '# a note about y, not x: "z"\n'
+            'y = 1  # a size\n'
+            '       # continued\n')
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": cell,
+                     "outputs": [], "execution_count": None}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "99_toy.ipynb"
+    path.write_text(json.dumps(nb))
+    params = chapters.parameters(path)
+    assert params["x"].comment == 'choices: "a", "b" and "c"'
+    assert params["y"].comment == "a size continued"
+    assert chapters.check_value(params["x"], ["c"]) == ["c"]
+    with pytest.raises(ValueError):
+        chapters.check_value(params["x"], ["z"])
+    # the book's own: chapter 4's tuned_kalman lists "LETKF-tan" on its third comment line
+    ch4 = chapters.parameters(chapters.find_notebook("04"))
+    assert chapters.check_value(ch4["tuned_kalman"], ["LETKF-tan"]) == ["LETKF-tan"]

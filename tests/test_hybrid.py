@@ -166,3 +166,15 @@ def test_loop_configuration_is_checked_when_built(field, value, message):
     # refused at construction, before any training or cache entry
     with pytest.raises(ValueError, match=re.escape(message)):
         hybrid.config_for(hybrid.PAPER, **{field: value})
+
+
+def test_target_weights_are_inverse_variance_with_mean_one_and_zero_without_an_analysis():
+    """v = (0, 0.75, NaN) with floor 0.25: raw weights (4, 1, 0), mean 5/3, so (2.4, 0.6, 0)."""
+    w = hybrid.target_weights(np.array([0.0, 0.75, np.nan]), 0.25)
+    np.testing.assert_allclose(w, [2.4, 0.6, 0.0], rtol=1e-12)
+    grid = hybrid.target_weights(np.full((3, 4), 2.0), 1.0)  # equal variances: all ones
+    np.testing.assert_allclose(grid, np.ones((3, 4)))
+    for bad, floor, match in [([1.0, -0.1], 0.25, ">= 0"), ([np.nan, np.nan], 0.25, "all NaN"),
+                              ([1.0], 0.0, "floor")]:
+        with pytest.raises(ValueError, match=match):
+            hybrid.target_weights(np.array(bad), floor)

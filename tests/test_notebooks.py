@@ -107,16 +107,38 @@ def test_book_builds_without_warnings(built_book):
         assert (html / page).is_file(), page
 
 
-def test_lab_times_page_matches_the_stored_notebooks():
-    """book/lab_times.md (the introduction's lab table) is regenerated from the notebooks'
-    papermill records by scripts/lab_times.py; a stale page fails here."""
+def _lab_times():
+    """scripts/lab_times.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("lab_times", ROOT / "scripts" / "lab_times.py")
-    lab_times = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lab_times)
-    assert (ROOT / "book" / "lab_times.md").read_text() == lab_times.render(), \
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lab_times_page_matches_the_stored_notebooks():
+    """book/lab_times.md (the introduction's lab table) is regenerated from the notebooks'
+    papermill records by scripts/lab_times.py; a stale page fails here."""
+    assert (ROOT / "book" / "lab_times.md").read_text() == _lab_times().render(), \
         "run: python scripts/lab_times.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_opens_with_objectives_prerequisites_and_its_measured_lab_time(path):
+    """The card after the title (a cell tagged ``chapter-card``): what the reader will do,
+    what to know first, and the lab-time line, which scripts/lab_times.py writes from the
+    notebook's own papermill duration and exercise count (a stale line fails here)."""
+    lab_times = _lab_times()
+    cells = json.loads(path.read_text())["cells"]
+    assert "chapter-card" in cells[1]["metadata"].get("tags", []), f"{path.name}: no card after the title"
+    card = "".join(cells[1]["source"])
+    assert "**You will** " in card and "**Prerequisites.** " in card
+    expected = lab_times.card_lines()[path.stem]
+    assert lab_times.stored_card_line(json.loads(path.read_text())) == expected, \
+        "run: python scripts/lab_times.py"
+    minutes = json.loads(path.read_text())["metadata"]["papermill"]["duration"] / 60
+    assert f"Executes in {minutes:.1f} min" in expected
 
 
 #: chapters whose pages are about their results: every code cell but the parameters sits
@@ -142,12 +164,14 @@ def test_stored_outputs_hold_no_stray_warnings_or_reprs_and_plumbing_is_folded(p
                 f"{path.name} cell {i} shows a repr: {text[:200]}"
         tags = cell["metadata"].get("tags", [])
         folded = "hide-input" in tags or "remove-input" in tags
-        if "checks" in tags or (path.name[:2] in RESULT_CHAPTERS and "parameters" not in tags):
+        if "exercise" in tags:  # the reader's stub and its check stay in view, as the imports
+            assert not folded, f"{path.name} cell {i}: an exercise cell must not be folded"
+        elif "checks" in tags or (path.name[:2] in RESULT_CHAPTERS and "parameters" not in tags):
             assert folded, f"{path.name} cell {i} should be folded (hide-input)"
 
 
-#: chapters with code exercises (a stub the reader fills in, a check, a folded solution)
-EXERCISE_CHAPTERS = ("01", "02", "03")
+#: chapters with code exercises (a stub the reader fills in, a check, a folded solution): all
+EXERCISE_CHAPTERS = tuple(p.name[:2] for p in NOTEBOOKS)
 
 
 @pytest.mark.parametrize("chapter", EXERCISE_CHAPTERS)
@@ -168,3 +192,13 @@ def test_code_exercises_have_a_stub_a_check_and_a_right_solution(chapter):
         assert text(c).startswith("right: "), text(c)
     checks = [text(c) for c in cells if text(c).startswith("not yet: ")]
     assert len(checks) == len(stubs)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_lines_fit_the_page(path):
+    """No code line over 88 characters (the rendered code block clips longer ones)."""
+    long = [(i, line) for i, cell in enumerate(json.loads(path.read_text())["cells"])
+            if cell["cell_type"] == "code"
+            for line in "".join(cell["source"]).splitlines() if len(line) > 88]
+    assert not long, f"{path.name}: {len(long)} lines over 88 characters, e.g. cell {long[0][0]}: " \
+                     f"{long[0][1]!r}"

@@ -8,11 +8,23 @@
 * pydata-sphinx-theme logs "Got invalid theme mode" on a first visit when no
   ``default_mode`` reaches its templates (sphinx-book-theme does not accept the option):
   give the templates "light".
+
+And one style rule (``static/tables.css``): table cells wrap inside the text column, so the
+comparison tables' knobs column is read whole at a laptop's width (tests/test_browser.py
+checks that no table cell is cut).
 """
+
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _theme_mode(app, config):
     config.html_context = {"default_mode": "light", **(config.html_context or {})}
+
+
+def _static(app, config):
+    config.html_static_path = list(config.html_static_path or []) + [str(STATIC)]
 
 
 def _unique_scripts(app, pagename, templatename, context, doctree):
@@ -29,5 +41,7 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
 
 def setup(app):
     app.connect("config-inited", _theme_mode)
+    app.connect("config-inited", _static)
+    app.add_css_file("tables.css")
     app.connect("html-page-context", _unique_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

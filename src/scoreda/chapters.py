@@ -108,11 +108,26 @@ def parameters(path: Path) -> dict[str, Parameter]:
     found = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            line = lines[node.lineno - 1]
-            comment = line.split("#", 1)[1].strip() if "#" in line else ""
             name = node.targets[0].id
-            found[name] = Parameter(name, ast.literal_eval(node.value), comment)
+            found[name] = Parameter(name, ast.literal_eval(node.value),
+                                    _comment(lines, node.end_lineno - 1))
     return found
+
+
+def _comment(lines: list[str], index: int) -> str:
+    """The trailing comment of ``lines[index]``, continued by the comment-only lines right
+    below it whose ``#`` sits in the same column (a long comment wrapped to 88 characters)."""
+    line = lines[index]
+    if "#" not in line:
+        return ""
+    column = line.index("#")
+    parts = [line[column + 1:].strip()]
+    for below in lines[index + 1:]:
+        if below.strip().startswith("#") and below.index("#") == column and column > 0:
+            parts.append(below[column + 1:].strip())
+        else:
+            break
+    return " ".join(parts)
 
 
 

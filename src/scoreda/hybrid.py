@@ -36,7 +36,6 @@ import json
 import math
 import warnings
 import zipfile
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -317,13 +316,26 @@ def assimilate_with(model, setting: Setting, config: LoopConfig, filter_name: st
                             on_divergence="report", progress=progress)
 
 
+def target_weights(variance, floor: float) -> np.ndarray:
+    r"""Retraining weights :math:`w \propto 1/(v^a + v_\mathrm{floor})`, normalised to mean one
+    over all entries; an entry without an analysis (variance NaN) weighs 0. Any shape in,
+    the same shape out."""
+    _checks.positive("floor", floor)
+    variance = np.asarray(variance, float)
+    if np.any(variance < 0):
+        raise ValueError("analysis variances must be >= 0 (NaN where there is no analysis)")
+    weights = 1.0 / (np.nan_to_num(variance, nan=np.inf) + floor)
+    if not np.any(weights > 0):
+        raise ValueError("no entry has an analysis variance (all NaN): nothing to weight")
+    return weights / weights.mean()
+
+
 def analysis_trajectories(result: assimilate.CycleResult, config: LoopConfig, window: int):
     r"""Training data from an analysis: means as inputs and targets, weights
-    :math:`1/(v^a + v_\mathrm{floor})` normalised to mean one; the first ``window - 1``
-    steps (before the cycle starts) are dropped."""
+    :func:`target_weights` (:math:`1/(v^a + v_\mathrm{floor})`, mean one); the first
+    ``window - 1`` steps (before the cycle starts) are dropped."""
     mean = np.nan_to_num(result.analysis_mean)
-    weights = 1.0 / (np.nan_to_num(result.analysis_variance, nan=np.inf) + config.variance_floor)
-    weights = weights / weights.mean()
+    weights = target_weights(result.analysis_variance, config.variance_floor)
     cut = lambda a: segments(a, config.n_segments)
     return data_lib.Trajectories(cut(mean), cut(mean), cut(weights.astype(np.float32)))
 

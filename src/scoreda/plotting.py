@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib as mpl
 import numpy as np
 
@@ -37,9 +39,56 @@ STYLE = {
 }
 
 
+#: Width of the book's text column at a laptop's width (a 1280-pixel window), in CSS pixels,
+#: as tests/test_browser.py measures it on the built chapters: a figure wider than this, as
+#: stored (figure.dpi pixels per inch), is shown scaled down to it
+COLUMN_PX = 676
+#: the smallest text a figure may show at column width, in CSS points (0.75 CSS pixels)
+MIN_TEXT_PT = 8.0
+
+
+def text_sizes_at_column(fig, renderer=None, column_px: float = COLUMN_PX) -> list[tuple[str, float]]:
+    """Every visible text of ``fig`` with its size as the reader sees it, in CSS points: the
+    font size in points, times ``fig.dpi / 72`` stored pixels per point, times the scale at
+    which the book shows the stored image, ``min(1, column_px / width)`` (the width of the
+    tight bounding box the notebook stores, in pixels), times 0.75 CSS points per pixel."""
+    from matplotlib.text import Text
+
+    renderer = renderer or fig.canvas.get_renderer()
+    width_px = fig.get_tightbbox(renderer).width * fig.dpi + 2 * 0.1 * fig.dpi  # pad_inches 0.1
+    scale = min(1.0, column_px / width_px)
+    return [(t.get_text(), t.get_fontsize() * fig.dpi / 72 * scale * 0.75)
+            for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def _warn_on_small_text(fig) -> None:
+    """A ``figure.hooks`` entry (set by :func:`use_style`): when the figure is drawn, warn
+    once (stderr, which the book's tests refuse in a stored notebook) about text under
+    :data:`MIN_TEXT_PT` at column width."""
+    def check(event) -> None:
+        if getattr(fig, "_scoreda_text_checked", False):
+            return
+        fig._scoreda_text_checked = True
+        small = [(text, pt) for text, pt in text_sizes_at_column(fig, event.renderer)
+                 if pt < MIN_TEXT_PT]
+        if small:
+            by_size: dict[float, list[str]] = {}
+            for text, pt in small:
+                by_size.setdefault(round(pt, 1), []).append(text[:30])
+            shown = "; ".join(f"{pt:.1f} pt: " + ", ".join(repr(t) for t in texts[:3])
+                              for pt, texts in sorted(by_size.items()))
+            warnings.warn_explicit(f"figure text under {MIN_TEXT_PT:g} pt at the book's column "
+                                   f"width ({shown}): enlarge the text or narrow the figure",
+                                   UserWarning, "figure", 0)
+
+    fig.canvas.mpl_connect("draw_event", check)
+
+
 def use_style() -> None:
-    """Apply the book's matplotlib style to every later figure."""
+    """Apply the book's matplotlib style to every later figure, and check each figure's text
+    size at the book's column width when it is drawn (:func:`text_sizes_at_column`)."""
     mpl.rcParams.update(STYLE)
+    mpl.rcParams["figure.hooks"] = ["scoreda.plotting:_warn_on_small_text"]
 
 
 def hovmoller(ax, field, t, x, *, label: str = "", cmap: str = "RdBu_r", vmin=None, vmax=None,
@@ -95,7 +144,7 @@ def rmse_curves(ax, t, curves: dict, *, bands: dict | None = None, logy: bool = 
         ax.set_yscale("log")
     ax.set_xlabel("time")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=9, ncol=2)
 
 
 def rank_histograms(ax, results: dict, *, labels=None):
@@ -132,19 +181,19 @@ def regime_map(ax, cells: dict, rows: list, columns: list, *, vmax: float = 3.0)
             cell = cells.get((row, col), "not run")
             if isinstance(cell, str):
                 ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.92"))
-                ax.text(j, i, cell, ha="center", va="center", fontsize=7, color="0.35", wrap=True)
+                ax.text(j, i, cell, ha="center", va="center", fontsize=9, color="0.35", wrap=True)
                 continue
             ratio, low, high = cell
             value = min(max(ratio, 1.0), vmax)
             ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, color=cmap(norm(value))))
             dark = norm(value) > 0.55
             text = "best" if ratio == 1.0 and low == 1.0 else f"{ratio:.2f}\n[{low:.2f}, {high:.2f}]"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7.5,
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
                     color="white" if dark else "black")
     ax.set_xlim(-0.5, len(columns) - 0.5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xticks(range(len(columns)), columns, fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xticks(range(len(columns)), columns, fontsize=9)
+    ax.set_yticks(range(len(rows)), rows, fontsize=9)
     ax.tick_params(length=0)
     ax.grid(False)
     for spine in ax.spines.values():

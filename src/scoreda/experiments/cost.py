@@ -214,11 +214,13 @@ def _chapter_04(p: Mapping) -> list[Stage]:
 
     stages = []
     model = lstm.LSTMConfig(d=20, window=ex.WINDOW, hidden=p["hidden"], layers=p["layers"])
-    rate = training_rate(model, train.TrainConfig().batch_size)
+    batch = train.TrainConfig().batch_size
+    rate = training_rate(model, batch)
     samples = 6 * p["epochs"] * p["samples_per_epoch"]
     stride = p.get("window_stride", 1)
     stages.append(Stage("training", samples / rate,
-                        f"6 LSTMs {p['layers']} x {p['hidden']}, {samples:,} samples at {rate:,.0f}/s"
+                        f"6 LSTMs {p['layers']} x {p['hidden']}, {samples:,} samples at "
+                        f"{rate:,.0f}/s (batch {batch})"
                         + (f", windows every {stride} steps" if stride > 1 else "")))
     n_steps = p["da_steps"] - ex.WINDOW + 1
     n = p["n_members"]
@@ -264,7 +266,7 @@ def _chapter_05(p: Mapping) -> list[Stage]:
     rate = training_rate(model, 128)
     samples = 3 * p["epochs"] * p["samples_per_epoch"]
     stages = [Stage("training", samples / rate,
-                    f"3 DeepONets, {samples:,} samples at {rate:,.0f}/s")]
+                    f"3 DeepONets, {samples:,} samples at {rate:,.0f}/s (batch 128)")]
     n, d = p["n_members"], ex.SYSTEM.d
     n_steps = p["da_steps"] - ex.WINDOW + 1
     forecast_nn = forecast_seconds(model, n)

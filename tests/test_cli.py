@@ -77,9 +77,11 @@ def test_values_are_parsed_and_checked_against_the_defaults():
         chapters.check_value(params["scale"], "gpu")
     assert chapters.check_value(params["inflation_grid"], [1.0, 1.2]) == [1.0, 1.2]
     assert chapters.check_value(params["seed"], 0) == 0
-    assert chapters.check_value(params["spin_up"], 0) == 0  # its comment says ">= 0": the paper's start
+    assert chapters.check_value(params["spin_up"], 0) == 0  # its comment says "0 or more": the paper's start
     with pytest.raises(ValueError, match="spin_up must be a finite number >= 0, got -1"):
         chapters.check_value(params["spin_up"], -1)
+    older = chapters.Parameter("burn_in", 10, "draws left out, >= 0")  # the older wording
+    assert older.may_be_zero() and not chapters.Parameter("burn_in", 10, "draws").may_be_zero()
     with pytest.raises(ValueError, match="ssp_tests must be a finite number > 0, got 0"):
         chapters.check_value(params["ssp_tests"], 0)
     assert chapters.parse_value("[1.1, 2]") == [1.1, 2] and chapters.parse_value("paper") == "paper"

@@ -96,6 +96,15 @@ def test_notebook_runs_through_papermill_with_small_parameters(path, tmp_path, m
     assert injected, "papermill did not inject the parameters"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_sees_every_parameter(path):
+    """``papermill --help-notebook`` and ``inspect_notebook`` list every parameter: papermill
+    drops a line it cannot parse (a comment holding ``=``, as ``>= 0`` once did) silently."""
+    import papermill
+
+    assert sorted(papermill.inspect_notebook(str(path))) == sorted(parameters_of(path))
+
+
 def test_book_builds_without_warnings(built_book):
     returncode, log, html = built_book
     assert returncode == 0, log

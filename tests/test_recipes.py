@@ -107,7 +107,7 @@ TOY_CHAPTER = {
     "cells": [
         _cell("markdown", "# A toy chapter\n"),
         _cell("code", "n_samples = 1000             # draws of the mean\n"
-                      "burn_in = 10                 # draws left out, >= 0\n"
+                      "burn_in = 10                 # draws left out, 0 or more\n"
                       "seed = 0\n"
                       'scale = "book"               # "paper": ten times the draws\n', ["parameters"]),
         _cell("code", 'if scale not in ("book", "paper"):\n'
@@ -140,7 +140,7 @@ def test_recipe_a_chapter_declared_checked_and_run(tmp_path, monkeypatch):
     assert chapters.title(path) == "A toy chapter"
     assert set(chapters.parameters(path)) == {"n_samples", "burn_in", "seed", "scale"}
     assert chapters.scale_overrides(path) == {"n_samples": 10000}
-    assert chapters.validate(path, {"burn_in": 0}) == {"burn_in": 0}  # ">= 0" in its comment
+    assert chapters.validate(path, {"burn_in": 0}) == {"burn_in": 0}  # "0 or more" in its comment
     with pytest.raises(SystemExit, match=r"burn_in \(1000\) must be below n_samples \(1000\)"):
         chapters.validate(path, {"burn_in": 1000})
     run = runs.run_notebook(path, {"n_samples": 4000}, tmp_path / "runs" / "toy", progress=False)

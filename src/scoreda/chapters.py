@@ -34,8 +34,11 @@ class Parameter(NamedTuple):
 
     def may_be_zero(self) -> bool:
         """Whether 0 is an allowed value of a number: a default of 0, ``seed``, or a comment
-        that says ``>= 0`` (``spin_up = 500  # steps before ..., >= 0``); other sizes must be > 0."""
-        return self.default == 0 or self.name == "seed" or ">= 0" in self.comment
+        that says ``0 or more`` (``spin_up = 500  # steps before ..., 0 or more``; ``>= 0``
+        is read too, but papermill's ``inspect`` cannot parse a comment holding ``=``);
+        other sizes must be > 0."""
+        return (self.default == 0 or self.name == "seed" or "0 or more" in self.comment
+                or ">= 0" in self.comment)
 
     def choices(self) -> tuple[str, ...] | None:
         """For a string: the default and every quoted word in its comment (double quotes may

@@ -17,7 +17,7 @@ or SIGTERM, or ``failed`` with the error; a run where most glued numbers are NaN
 same configuration and versions, and under ``about`` the sentence of the book that shows each
 number and the unit printed after it). Parameters are checked before anything runs: against
 the notebook's ``parameters`` cell (unknown names, values of the wrong type, negative sizes,
-zero where the comment does not say ``>= 0``, strings and list items outside the listed
+zero where the comment does not say ``0 or more``, strings and list items outside the listed
 choices) and against the relations its ``checks`` cell states (``burn_in`` that leaves nothing
 to score, tuning seeds among the reported ones), which this command executes first, in
 plain Python, on the parameters given. An existing run folder is never overwritten without

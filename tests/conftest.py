@@ -12,6 +12,23 @@ def x64():
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """``load_script("lab_times")``: the repository's ``scripts/lab_times.py`` as a module
+    (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def built_book(tmp_path_factory):
     """The book built once per test run with warnings as errors: ``(returncode, log, html dir)``.
 

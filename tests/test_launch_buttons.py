@@ -1,7 +1,6 @@
 """Launch buttons appear when the book is built for a published repository
 (scripts/book_config.py, used by scripts/book.sh with SCOREDA_REPOSITORY_URL), and only then."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,13 +8,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "https://github.com/example-owner/scoreda"
-
-
-def _book_config():
-    spec = importlib.util.spec_from_file_location("book_config", ROOT / "scripts" / "book_config.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _theme_options(user_yaml: dict) -> dict:
@@ -26,8 +18,8 @@ def _theme_options(user_yaml: dict) -> dict:
     return final["html_theme_options"]
 
 
-def test_with_a_repository_url_every_page_offers_binder_colab_and_the_repository():
-    generated = _book_config().launch_config(URL)
+def test_with_a_repository_url_every_page_offers_binder_colab_and_the_repository(load_script):
+    generated = load_script("book_config").launch_config(URL)
     # the YAML written for jupyter-book round-trips and Jupyter Book's schema accepts it
     assert yaml.safe_load(yaml.safe_dump(generated)) == generated
     options = _theme_options(generated)
@@ -46,6 +38,6 @@ def test_without_one_the_offline_book_shows_no_launch_buttons():
 
 @pytest.mark.parametrize("url", ["github.com/owner/scoreda", "https://github.com/owner",
                                  "https://github.com/owner/scoreda; rm -rf /", ""])
-def test_a_malformed_repository_url_is_refused(url):
+def test_a_malformed_repository_url_is_refused(url, load_script):
     with pytest.raises(ValueError, match="https://host/owner/name"):
-        _book_config().launch_config(url)
+        load_script("book_config").launch_config(url)

@@ -116,29 +116,19 @@ def test_book_builds_without_warnings(built_book):
         assert (html / page).is_file(), page
 
 
-def _lab_times():
-    """scripts/lab_times.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lab_times", ROOT / "scripts" / "lab_times.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_lab_times_page_matches_the_stored_notebooks():
+def test_lab_times_page_matches_the_stored_notebooks(load_script):
     """book/lab_times.md (the introduction's lab table) is regenerated from the notebooks'
     papermill records by scripts/lab_times.py; a stale page fails here."""
-    assert (ROOT / "book" / "lab_times.md").read_text() == _lab_times().render(), \
+    assert (ROOT / "book" / "lab_times.md").read_text() == load_script("lab_times").render(), \
         "run: python scripts/lab_times.py"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_every_chapter_opens_with_objectives_prerequisites_and_its_measured_lab_time(path):
+def test_every_chapter_opens_with_objectives_prerequisites_and_its_measured_lab_time(path, load_script):
     """The card after the title (a cell tagged ``chapter-card``): what the reader will do,
     what to know first, and the lab-time line, which scripts/lab_times.py writes from the
     notebook's own papermill duration and exercise count (a stale line fails here)."""
-    lab_times = _lab_times()
+    lab_times = load_script("lab_times")
     cells = json.loads(path.read_text())["cells"]
     assert "chapter-card" in cells[1]["metadata"].get("tags", []), f"{path.name}: no card after the title"
     card = "".join(cells[1]["source"])

@@ -140,6 +140,7 @@ def test_a_calibration_is_measured_once_per_machine(tmp_path, monkeypatch):
     from scoreda.experiments import lorenz96
 
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    monkeypatch.setattr(cost, "machine_is_busy", lambda: False)
     calls = []
 
     def timing(system, n):
@@ -155,3 +156,25 @@ def test_a_calibration_is_measured_once_per_machine(tmp_path, monkeypatch):
     entry.write_text("{trunc")
     assert cost.remembered(timing)(lorenz96.SYSTEM, 2) == 0.5 and calls == [2, 2]
     assert cost.training_rate.__name__ == "training_rate" and "samples per second" in cost.training_rate.__doc__
+
+
+def test_a_calibration_measured_on_a_busy_machine_is_not_kept(tmp_path, monkeypatch):
+    """A rate measured while other work ran would price every later dry run too slow: it is
+    used once and measured again next time (load average from os.getloadavg)."""
+    import os
+
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    calls = []
+
+    def timing(n):
+        calls.append(n)
+        return 1.0
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (len(os.sched_getaffinity(0)) + 1.0, 0.0, 0.0))
+    assert cost.machine_is_busy()
+    assert cost.remembered(timing)(3) == 1.0 and cost.remembered(timing)(3) == 1.0
+    assert calls == [3, 3] and not (tmp_path / "calibration").exists()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert not cost.machine_is_busy()
+    assert cost.remembered(timing)(3) == 1.0 and cost.remembered(timing)(3) == 1.0
+    assert calls == [3, 3, 3] and len(list((tmp_path / "calibration").iterdir())) == 1

@@ -37,8 +37,8 @@ class Parameter(NamedTuple):
         that says ``0 or more`` (``spin_up = 500  # steps before ..., 0 or more``; ``>= 0``
         is read too, but papermill's ``inspect`` cannot parse a comment holding ``=``);
         other sizes must be > 0."""
-        return (self.default == 0 or self.name == "seed" or "0 or more" in self.comment
-                or ">= 0" in self.comment)
+        return (self.default == 0 or self.name == "seed"
+                or re.search(r"(?<![\d.])0 or more|>= ?0(?![\d.])", self.comment) is not None)
 
     def choices(self) -> tuple[str, ...] | None:
         """For a string: the default and every quoted word in its comment (double quotes may

@@ -69,11 +69,28 @@ def machine_fingerprint() -> dict:
             "devices": found["devices"], "jax": jax.__version__, "code": _digest.package_digest()}
 
 
+def machine_is_busy() -> bool:
+    """Whether other work competes for the processor: the 1-minute load average above the
+    cores this process may use less a half (this process itself counts about one)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        return os.getloadavg()[0] > cores - 0.5
+    except OSError:  # no load average on this system: assume idle
+        return False
+
+
 def remembered(function: Callable) -> Callable:
     """``function`` (returning seconds or a rate) measured once per machine: its result is
     kept in ``<cache>/calibration/`` under its name, arguments and :func:`machine_fingerprint`,
     so a second dry run reads it instead of compiling and timing again (a system argument is
-    keyed by its name). An unreadable entry is measured again; an unwritable cache just
+    keyed by its name). A value measured while the machine was busy
+    (:func:`machine_is_busy` before or after the measurement) is used but not kept: a later
+    dry run measures again. An unreadable entry is measured again; an unwritable cache just
     measures. Also memoised in the process."""
     import hashlib
     import json
@@ -90,7 +107,10 @@ def remembered(function: Callable) -> Callable:
             return float(json.loads(entry.read_text())["value"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        busy = machine_is_busy()
         value = function(*args)
+        if busy or machine_is_busy():
+            return value
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             train.write_json(entry, {"value": value, "key": key})

@@ -1,10 +1,9 @@
 """Draw the README's figure: the two truth systems of the book (writes book/figures/systems.png).
 
-The figure goes through the book's text-size check (:func:`scoreda.plotting.use_style`):
-text under 8 pt at the book's 676-px column, narrower than GitHub's README column, stops the
-script instead of writing the file."""
+The figure goes through the book's text-size check
+(:func:`scoreda.plotting.text_sizes_at_column`): text under 8 pt at the book's 676-px column,
+narrower than GitHub's README column, stops the script instead of writing the file."""
 
-import warnings
 from pathlib import Path
 
 import jax
@@ -38,9 +37,13 @@ def main():
     b.set_title("KdV: two solitons collide and part")
     fig.tight_layout()
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # the text-size check's warning
-        fig.savefig(OUT)
+    fig.canvas.draw()
+    small = [(text, round(pt, 1)) for text, pt in plotting.text_sizes_at_column(fig)
+             if pt < plotting.MIN_TEXT_PT]
+    if small:
+        raise SystemExit(f"README figure not written: text under {plotting.MIN_TEXT_PT:g} pt at "
+                         f"the book's column width: {small[:5]}")
+    fig.savefig(OUT)
     print(OUT)
 
 

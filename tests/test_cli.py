@@ -84,6 +84,8 @@ def test_values_are_parsed_and_checked_against_the_defaults():
     assert older.may_be_zero() and not chapters.Parameter("burn_in", 10, "draws").may_be_zero()
     for comment in ("members, 10 or more", "a rate, >= 0.5", "a width, >= 0.25"):
         assert not chapters.Parameter("n", 20, comment).may_be_zero(), comment
+    for comment in ("steps, >= 0.", "a rate, >= 0.0", "a rate, 0.0 or more", "0 or more steps"):
+        assert chapters.Parameter("n", 20, comment).may_be_zero(), comment
     with pytest.raises(ValueError, match="ssp_tests must be a finite number > 0, got 0"):
         chapters.check_value(params["ssp_tests"], 0)
     assert chapters.parse_value("[1.1, 2]") == [1.1, 2] and chapters.parse_value("paper") == "paper"

@@ -160,21 +160,30 @@ def test_a_calibration_is_measured_once_per_machine(tmp_path, monkeypatch):
 
 def test_a_calibration_measured_on_a_busy_machine_is_not_kept(tmp_path, monkeypatch):
     """A rate measured while other work ran would price every later dry run too slow: it is
-    used once and measured again next time (load average from os.getloadavg)."""
+    used once and measured again next time. The load (os.getloadavg) is read once per
+    process, before the first measurement, so the calibrations' own load does not count."""
     import os
 
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
-    calls = []
+    calls, loads = [], []
 
     def timing(n):
         calls.append(n)
         return 1.0
 
-    monkeypatch.setattr(os, "getloadavg", lambda: (len(os.sched_getaffinity(0)) + 1.0, 0.0, 0.0))
-    assert cost.machine_is_busy()
+    def load_average():
+        loads.append(1)
+        return (1e6, 0.0, 0.0)
+
+    cost.machine_is_busy.cache_clear()
+    monkeypatch.setattr(os, "getloadavg", load_average)
     assert cost.remembered(timing)(3) == 1.0 and cost.remembered(timing)(3) == 1.0
-    assert calls == [3, 3] and not (tmp_path / "calibration").exists()
+    assert calls == [3, 3] and not (tmp_path / "calibration").exists() and len(loads) == 1
+    cost.machine_is_busy.cache_clear()  # a new process on an idle machine
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert not cost.machine_is_busy()
     assert cost.remembered(timing)(3) == 1.0 and cost.remembered(timing)(3) == 1.0
     assert calls == [3, 3, 3] and len(list((tmp_path / "calibration").iterdir())) == 1
+    cost.machine_is_busy.cache_clear()  # no load average (Windows): counted as idle
+    monkeypatch.delattr(os, "getloadavg")
+    assert cost.machine_is_busy() is False
+    cost.machine_is_busy.cache_clear()

@@ -38,7 +38,7 @@ class Parameter(NamedTuple):
         is read too, but papermill's ``inspect`` cannot parse a comment holding ``=``);
         other sizes must be > 0."""
         return (self.default == 0 or self.name == "seed"
-                or re.search(r"(?<![\d.])0 or more|>= ?0(?![\d.])", self.comment) is not None)
+                or re.search(r"(?<![\d.])0(?:\.0+)? or more|>= ?0(?:\.0+)?(?!\.?\d)", self.comment) is not None)
 
     def choices(self) -> tuple[str, ...] | None:
         """For a string: the default and every quoted word in its comment (double quotes may

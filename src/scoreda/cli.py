@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--dry-run", action="store_true",
                            help="print each notebook's sizes at this scale and the estimated "
                            "time of chapters 4 and 5 (a short calibration, kept per machine in the "
-                           "cache); run nothing")
+                           "cache unless the machine was busy); run nothing")
     reproduce.add_argument("--no-estimate", action="store_true",
                            help="with --dry-run: sizes only, no calibration")
     reproduce.set_defaults(func=_reproduce)

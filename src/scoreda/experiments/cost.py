@@ -69,9 +69,14 @@ def machine_fingerprint() -> dict:
             "devices": found["devices"], "jax": jax.__version__, "code": _digest.package_digest()}
 
 
+@functools.lru_cache(maxsize=None)
 def machine_is_busy() -> bool:
-    """Whether other work competes for the processor: the 1-minute load average above the
-    cores this process may use less a half (this process itself counts about one)."""
+    """Whether other work competed for the processor when this process first asked (once
+    per process, before any calibration ran, so the calibrations' own load does not count):
+    the 1-minute load average above half the cores this process may use plus a quarter (its
+    own start-up). The load average is the host's: in a container pinned to a few cores of a
+    busy host this says busy (nothing is kept), under a CPU quota it may miss a throttle.
+    False where the system keeps no load average (Windows)."""
     import os
 
     try:
@@ -79,18 +84,18 @@ def machine_is_busy() -> bool:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     try:
-        return os.getloadavg()[0] > cores - 0.5
-    except OSError:  # no load average on this system: assume idle
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this system: assume idle
         return False
+    return load > 0.5 * cores + 0.25
 
 
 def remembered(function: Callable) -> Callable:
     """``function`` (returning seconds or a rate) measured once per machine: its result is
     kept in ``<cache>/calibration/`` under its name, arguments and :func:`machine_fingerprint`,
     so a second dry run reads it instead of compiling and timing again (a system argument is
-    keyed by its name). A value measured while the machine was busy
-    (:func:`machine_is_busy` before or after the measurement) is used but not kept: a later
-    dry run measures again. An unreadable entry is measured again; an unwritable cache just
+    keyed by its name). A value measured in a process that found the machine busy
+    (:func:`machine_is_busy`) is used but not kept: a later dry run measures again. An unreadable entry is measured again; an unwritable cache just
     measures. Also memoised in the process."""
     import hashlib
     import json
@@ -107,9 +112,9 @@ def remembered(function: Callable) -> Callable:
             return float(json.loads(entry.read_text())["value"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        busy = machine_is_busy()
+        busy = machine_is_busy()  # read once per process, before the first measurement
         value = function(*args)
-        if busy or machine_is_busy():
+        if busy:
             return value
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)

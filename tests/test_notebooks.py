@@ -97,6 +97,19 @@ def test_notebook_runs_through_papermill_with_small_parameters(path, tmp_path, m
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_glued_markdown_holds_no_raw_latex(path):
+    """Text glued as Markdown and shown with ``{glue:md}`` inside a sentence is not typeset:
+    a ``$x_1$`` there reaches the reader as raw LaTeX (chapter 3 once did); write x₁."""
+    raw = []
+    for cell in json.loads(path.read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("data", {}).get("application/papermill.record/text/markdown", ""))
+            if "$" in text:
+                raw.append((out["metadata"]["scrapbook"]["name"], text[:80]))
+    assert not raw, f"{path.name}: glued Markdown with LaTeX: {raw}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_papermill_sees_every_parameter(path):
     """``papermill --help-notebook`` and ``inspect_notebook`` list every parameter: papermill
     drops a line it cannot parse (a comment holding ``=``, as ``>= 0`` once did) silently."""

@@ -171,7 +171,10 @@ def regime_map(ax, cells: dict, rows: list, columns: list, *, vmax: float = 3.0)
     """A table of coloured cells: ``cells[row, column]`` is ``(ratio, low, high)`` (RMSE
     relative to the best of the row with its 95% interval, e.g.
     :meth:`scoreda.experiments.compare.Comparison.relative`) or a short text for a cell
-    without a number. Colour: the ratio on a log scale from 1 (best) to ``vmax``."""
+    without a number. Colour: the ratio on a log scale from 1 (best) to ``vmax``. A cell
+    shows the ratio, and "≈ best" under it when the interval holds 1 (no significant
+    difference from the best); the intervals themselves belong in a table (at a 7-in figure
+    of 8 columns they do not fit a cell at a readable size). Column labels break at spaces."""
     import matplotlib.colors as mcolors
 
     norm = mcolors.LogNorm(1.0, vmax)
@@ -187,12 +190,15 @@ def regime_map(ax, cells: dict, rows: list, columns: list, *, vmax: float = 3.0)
             value = min(max(ratio, 1.0), vmax)
             ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, color=cmap(norm(value))))
             dark = norm(value) > 0.55
-            text = "best" if ratio == 1.0 and low == 1.0 else f"{ratio:.2f}\n[{low:.2f}, {high:.2f}]"
+            if ratio == 1.0 and low == 1.0:
+                text = "best"
+            else:
+                text = f"{ratio:.2f}" + ("\n≈ best" if low <= 1.0 <= high else "")
             ax.text(j, i, text, ha="center", va="center", fontsize=9,
                     color="white" if dark else "black")
     ax.set_xlim(-0.5, len(columns) - 0.5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xticks(range(len(columns)), columns, fontsize=9)
+    ax.set_xticks(range(len(columns)), [c.replace(" ", "\n") for c in columns], fontsize=9)
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
     ax.tick_params(length=0)
     ax.grid(False)

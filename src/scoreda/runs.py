@@ -89,11 +89,19 @@ def machine() -> dict[str, Any]:
         found["memory_gib"] = round(pages * size / 2**30, 1)
     except (OSError, ValueError, AttributeError):
         pass
-    try:
-        found["cores_available"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
+    cores = usable_cores()
+    if cores is not None:
+        found["cores_available"] = cores
     return found
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on (its CPU affinity); None where the system does not
+    say (not Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
 
 
 

@@ -79,10 +79,9 @@ def machine_is_busy() -> bool:
     False where the system keeps no load average (Windows)."""
     import os
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    from scoreda import runs
+
+    cores = runs.usable_cores() or os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this system: assume idle
@@ -95,8 +94,9 @@ def remembered(function: Callable) -> Callable:
     kept in ``<cache>/calibration/`` under its name, arguments and :func:`machine_fingerprint`,
     so a second dry run reads it instead of compiling and timing again (a system argument is
     keyed by its name). A value measured in a process that found the machine busy
-    (:func:`machine_is_busy`) is used but not kept: a later dry run measures again. An unreadable entry is measured again; an unwritable cache just
-    measures. Also memoised in the process."""
+    (:func:`machine_is_busy`) is used but not kept: a later dry run measures again. An
+    unreadable entry is measured again; an unwritable cache just measures. Also memoised in
+    the process."""
     import hashlib
     import json
 

@@ -547,8 +547,42 @@ class Comparison:
                 + ".") if added else ""
         return "\n".join(lines) + note
 
+    @classmethod
+    def from_record(cls, record: Mapping) -> "Comparison":
+        """The comparison that :meth:`record` wrote (read back from JSON): tables, verdicts
+        and intervals as the original's. A method's ``wrap`` is not stored, so a method that
+        had one comes back without it (its numbers are the stored ones)."""
+        try:
+            methods = {label: Method(d["label"], d["filter"], d["knobs"], d["grid"],
+                                     widen=d["widen"])
+                       for label, d in record["methods"].items()}
+            tunings = {label: Tuning(d["points"], np.asarray(d["scores"], float),
+                                     dict(d["chosen"]),
+                                     None if d["diverged"] is None else np.asarray(d["diverged"], int),
+                                     None if d["grid"] is None
+                                     else {k: tuple(v) for k, v in d["grid"].items()})
+                       for label, d in record["tunings"].items()}
+            arr = lambda d, k, dtype=float: np.asarray(d[k], dtype)
+            results = {label: MethodResult(dict(d["knobs"]), arr(d, "rmse"), arr(d, "spread"),
+                                           arr(d, "crps"), arr(d, "rmse_curve"),
+                                           arr(d, "rank_counts", np.int64),
+                                           arr(d, "diverged_step", np.int64))
+                       for label, d in record["results"].items()}
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a comparison record: {type(err).__name__}: {err}") from None
+        if not set(methods) == set(tunings) == set(results):
+            raise ValueError(f"a comparison record names methods {sorted(methods)}, tunings "
+                             f"{sorted(tunings)} and results {sorted(results)}: they must agree")
+        if record["reference"] not in methods:
+            raise ValueError(f"the record's reference {record['reference']!r} is not one of its "
+                             f"methods {sorted(methods)}")
+        return cls(record["case"], record["reference"], methods, tunings, results,
+                   tuple(record["tuning_seeds"]), tuple(record["evaluation_seeds"]),
+                   record.get("climate_std"))
+
     def record(self) -> dict:
-        """Every number as JSON-able lists (for ``results.json`` and the book's records)."""
+        """Every number as JSON-able lists (for ``results.json`` and the book's records);
+        :meth:`from_record` reads it back."""
         return {
             "case": self.case, "reference": self.reference,
             "tuning_seeds": list(self.tuning_seeds), "evaluation_seeds": list(self.evaluation_seeds),

@@ -18,30 +18,11 @@ import argparse
 from pathlib import Path
 
 from scoreda import _digest
-from scoreda.experiments import compare
 from scoreda.experiments import ensf_reference as er
 
 RECORD = Path(__file__).resolve().parents[1] / "book" / "paper_scale" / "sweeps" / "ensf_reference.json"
 SEEDS = range(10)
 TUNING_SEEDS = (101, 102, 103)
-#: the reference's LETKF grid spans inflation 0.9-1.8 (0.9 diverged there): the same span
-INFLATION = (1.05, 1.1, 1.2, 1.4, 1.8)
-
-
-def methods() -> list[compare.Method]:
-    """The filters of the tuned comparison: EnSF tuned (the reference's eps_b inside the
-    grid) and as the reference set it, the LETKF on y and on tan(y). The IEnKF (90 s per
-    run at d = 1000 on two CPU cores) is left to a GPU record."""
-    ensf_fixed = {k: v for k, v in er.REFERENCE_KNOBS.items() if k != "eps_b"}
-    return [
-        compare.Method("EnSF", "EnSF", knobs=ensf_fixed,
-                       grid={"eps_b": (0.01, 0.025, 0.05, 0.1)}, widen=2),
-        er.reference_method(),
-        compare.Method("LETKF", "LETKF", grid={"inflation": INFLATION, "radius": (4.0, 8.0)},
-                       widen=2),
-        compare.Method("LETKF-tan", "LETKF-tan",
-                       grid={"inflation": INFLATION, "radius": (4.0, 8.0)}, widen=2),
-    ]
 
 
 def stages() -> dict:
@@ -51,6 +32,7 @@ def stages() -> dict:
     out = {f"final-d{d3}-s{s:g}": ("final", er.ReferenceConfig(d=d3, obs_std=s))
            for s in (0.05, 0.03, 0.1)}
     out[f"compare-d{d3}-s0.05"] = ("compare", er.ReferenceConfig(d=d3))
+    out[f"transfer-d100-d{d3}-s0.05"] = ("transfer", er.ReferenceConfig(d=d3))
     out.update({f"final-d{d4}-s{s:g}": ("final", er.ReferenceConfig(d=d4, obs_std=s))
                 for s in (0.05, 0.03, 0.1)})
     out[f"compare-d{d4}-s0.05"] = ("compare", er.ReferenceConfig(d=d4))
@@ -69,9 +51,13 @@ def main(argv=None) -> None:
     if args.list:
         for name, (kind, config) in table.items():
             key = er.stage_name(config)
-            done = (len(record["stages"].get(key, {}).get("seeds", [])) if kind == "final"
-                    else int(key in record["comparisons"]))
-            print(f"{name:28s} {kind:8s} {'seeds done ' + str(done) if kind == 'final' else ('done' if done else 'not run')}")
+            if kind == "final":
+                state = f"seeds done {len(record['stages'].get(key, {}).get('seeds', []))}"
+            elif kind == "compare":
+                state = "done" if key in record["comparisons"] else "not run"
+            else:
+                state = "done" if f"{key} LETKF" in record.get("transfers", {}) else "not run"
+            print(f"{name:28s} {kind:8s} {state}")
         return
     unknown = set(args.only or ()) - set(table)
     if unknown:
@@ -82,8 +68,14 @@ def main(argv=None) -> None:
         if kind == "final":
             stage = er.record_final_rmse(args.record, config, SEEDS)
             print(f"  final RMSE per seed: {[round(v, 4) if v is not None else v for v in stage['final']]}")
+        elif kind == "transfer":  # the LETKF tuned at d = 100 (as the reference did), run at 1000
+            letkf = er.comparison_methods()[2]
+            entry = er.record_transfer(args.record, er.ReferenceConfig(d=100), config, letkf,
+                                       tuning_seeds=TUNING_SEEDS, evaluation_seeds=SEEDS)
+            print(f"  tuned at d = 100: {entry['tuning']['chosen']}; RMSE at d = {config.d}: "
+                  f"{entry['result']['rmse']}")
         else:
-            comparison = er.record_comparison(args.record, config, methods(),
+            comparison = er.record_comparison(args.record, config, er.comparison_methods(),
                                               tuning_seeds=TUNING_SEEDS, evaluation_seeds=SEEDS)
             print(comparison.table())
 

@@ -59,7 +59,6 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats as _stats
 from tqdm import tqdm
 
 from scoreda import _checks, _digest, assimilate, observe

@@ -6,6 +6,11 @@ A record folder holds ``run.json`` (parameters, the effective parameters after t
 changes, versions and commit, machine, command, start and end, earlier interrupted
 attempts) and ``results.json`` (every value the notebook glued). :func:`load` reads every
 record folder under a directory; :func:`check` says what makes a record unusable.
+
+Records of experiments that no chapter runs at paper scale as a whole (a sweep over
+dimensions, say) live in the folder :data:`SWEEPS` beside them, one JSON file each, written
+and read by their own module (e.g. :mod:`scoreda.experiments.ensf_reference`); :func:`load`
+leaves that folder alone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import datetime as _dt
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
+
+
+#: the folder, beside the chapters' record folders, of records kept by their own modules
+SWEEPS = "sweeps"
 
 
 class Record(NamedTuple):
@@ -119,10 +128,10 @@ def check(folder: Path) -> list[str]:
 
 
 def load(directory: Path | str) -> dict[str, Record]:
-    """Every record folder under ``directory``, by chapter prefix; a folder that
-    :func:`check` refuses raises ``ValueError`` naming what is wrong."""
+    """Every record folder under ``directory`` (but :data:`SWEEPS`), by chapter prefix; a
+    folder that :func:`check` refuses raises ``ValueError`` naming what is wrong."""
     found = {}
-    for folder in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
+    for folder in sorted(p for p in Path(directory).iterdir() if p.is_dir() and p.name != SWEEPS):
         problems = check(folder)
         if problems:
             raise ValueError("; ".join(problems))

@@ -1,0 +1,260 @@
+"""The EnSF paper's Lorenz-96 experiment (scoreda.experiments.ensf_reference): its protocol
+as the authors' code runs it, the reference's EnSF knobs, the final RMSE, the resumable
+record, a stored comparison read back, and the committed record."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scoreda.experiments import compare, records
+from scoreda.experiments import ensf_reference as er
+from scoreda.filters import ensf, registry
+from scoreda.systems import lorenz96 as l96
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "book" / "paper_scale" / records.SWEEPS / "ensf_reference.json"
+TINY = er.ReferenceConfig(d=12, n_cycles=8, scored_from=4, spinup_steps=50)
+
+
+def test_a_trial_is_the_reference_protocol():
+    config = er.ReferenceConfig(d=40)
+    trial = er.make_trial(config, 3)
+    assert trial.truth.shape == (150, 40) and trial.noise.shape == (20, 40)
+    # the truth: 3 N(0, I), spun up 1000 steps and one more (the first analysis is one step
+    # after the start), then RK4 steps of 0.01 with an analysis every 10th. Checked step by
+    # step over a short spin-up (over 1000 steps chaos amplifies float rounding to O(1))
+    short = er.make_trial(dataclasses.replace(config, spinup_steps=5, n_cycles=3,
+                                                 scored_from=0), 3)
+    k_truth, k_obs, k_ens = jax.random.split(jax.random.key(3), 3)
+    x = 3.0 * jax.random.normal(k_truth, (40,))
+    for _ in range(6):
+        x = l96.step(x, 0.01, 8.0)
+    np.testing.assert_allclose(short.truth[0], x, rtol=1e-5, atol=1e-5)
+    for n in (1, 2):
+        for _ in range(10):
+            x = l96.step(x, 0.01, 8.0)
+        np.testing.assert_allclose(short.truth[n], x, rtol=1e-4, atol=1e-4)
+    # on the attractor by then (mean about 2.3, std about 3.6 at F = 8)
+    assert 1.5 < float(jnp.mean(trial.truth)) < 3.2 and 3.0 < float(jnp.std(trial.truth)) < 4.2
+    # every component observed through arctan at every analysis, noise sigma
+    obs = trial.observations
+    assert bool(jnp.all(obs.mask)) and bool(jnp.all(obs.observed))
+    residual = np.asarray(obs.values - jnp.arctan(trial.truth))
+    assert residual.std() == pytest.approx(0.05, rel=0.05) and abs(residual.mean()) < 0.003
+    # the ensemble: N(0, I), independent of the truth
+    assert bool(jnp.all(trial.center == 0))
+    noise = np.asarray(trial.noise)
+    assert abs(noise.mean()) < 0.05 and noise.std() == pytest.approx(1.0, rel=0.05)
+    np.testing.assert_array_equal(noise, jax.random.normal(k_ens, (20, 40)))
+    # seeds make different trials, the same seed the same
+    np.testing.assert_array_equal(er.make_trial(config, 3).truth, trial.truth)
+    assert not np.allclose(er.make_trial(config, 4).truth, trial.truth)
+
+
+def test_the_case_scores_the_last_50_analyses_from_the_reference_start():
+    case = er.case(er.ReferenceConfig(d=40, obs_std=0.03))
+    assert case.burn_in == 100 and case.init_std == 1.0 and case.obs == "arctan"
+    assert case.climate_std == pytest.approx(3.6)
+    assert "obs_std" in case.cache_key and case.name.endswith("sigma = 0.03")
+    # the reference's EnSF: its knobs, Euler steps, so the reference's clip of 1000
+    method = er.reference_method()
+    assert method.tuning_grid() == {}
+    knobs = dict(registry.get("EnSF").knobs) | method.knobs
+    assert (knobs["eps_a"], knobs["eps_b"], knobs["n_steps"]) == (0.5, 0.025, 500)
+    assert (knobs["integrator"], knobs["start"], knobs["kernel_var"]) == ("euler", "standard", 0.0)
+    assert ensf.default_clip(knobs["clip"], knobs["integrator"], "arctan") == 1000.0
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(d=3), "d"), (dict(obs_std=0.0), "obs_std"), (dict(scored_from=150), "scored_from"),
+    (dict(n_members=1), "n_members"), (dict(d=40.0), "d"), (dict(truth_init_std=-1.0), "truth_init_std"),
+])
+def test_a_bad_setting_is_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        er.ReferenceConfig(**bad)
+
+
+def test_case_refuses_what_is_not_a_config():
+    with pytest.raises(ValueError, match="ReferenceConfig"):
+        er.case({"d": 40})
+
+
+def test_final_rmse_is_the_last_analysis_and_the_late_mean_the_harness_score():
+    method = compare.Method("ETKF", "ETKF", knobs={"inflation": 1.1}, grid={})
+    out = er.final_rmse(TINY, [0, 1], method)
+    batched = compare.evaluate(er.case(TINY), method, {"inflation": 1.1}, [0, 1])
+    np.testing.assert_allclose(out["late_mean"], batched.rmse, rtol=1e-4)
+    # the reference's RMSE, by hand: the analysis mean against the truth over the components
+    one = compare.trajectory(er.case(TINY), method, {"inflation": 1.1}, 1)
+    truth = np.asarray(er.make_trial(TINY, 1).truth, float)
+    by_hand = np.sqrt(np.mean((np.asarray(one.analysis_mean, float) - truth) ** 2, axis=1))
+    assert out["final"][1] == pytest.approx(by_hand[-1], rel=1e-5)
+    assert out["late_mean"][1] == pytest.approx(by_hand[TINY.scored_from:].mean(), rel=1e-5)
+    assert list(out["diverged_step"]) == [-1, -1]
+
+
+def test_the_record_resumes_and_refuses_to_mix_settings(tmp_path, monkeypatch):
+    calls = []
+    real = er.final_rmse
+
+    def counted(config, seeds, *a, **k):
+        calls.extend(seeds)
+        return real(config, seeds, *a, **k)
+
+    monkeypatch.setattr(er, "final_rmse", counted)
+    path = tmp_path / "sweeps" / "ref.json"
+    er.record_final_rmse(path, TINY, [0, 1], progress=False)
+    stage = er.record_final_rmse(path, TINY, [0, 1, 2], progress=False)
+    assert calls == [0, 1, 2]  # the finished seeds were not run again
+    assert stage["seeds"] == [0, 1, 2] and len(stage["final"]) == 3 and len(stage["attempts"]) == 2
+    assert all(a["machine"]["devices"] and a["ended"] >= a["started"] for a in stage["attempts"])
+    stored = json.loads(path.read_text())["stages"][er.stage_name(TINY)]
+    assert stored["final"] == stage["final"]
+    # the same name with other settings is not appended to
+    with pytest.raises(ValueError, match="other settings"):
+        er.record_final_rmse(path, dataclasses.replace(TINY, n_cycles=9), [3], progress=False)
+    # other code: a finished stage is returned as it is, an unfinished one refused
+    from scoreda import _digest
+    monkeypatch.setattr(_digest, "package_digest", lambda: "other code")
+    assert er.record_final_rmse(path, TINY, [0, 2], progress=False)["seeds"] == [0, 1, 2]
+    assert calls == [0, 1, 2]
+    with pytest.raises(ValueError, match="another version"):
+        er.record_final_rmse(path, TINY, [3], progress=False)
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a record"):
+        er.read_record(tmp_path / "junk.json")
+
+
+def test_a_stored_comparison_reads_back_with_its_tables_and_verdicts(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    methods = [compare.Method("ETKF", "ETKF", grid={"inflation": (1.05, 1.2)}),
+               compare.Method("ETKF fixed", "ETKF", knobs={"inflation": 1.3}, grid={})]
+    path = tmp_path / "ref.json"
+    original = er.record_comparison(path, TINY, methods, tuning_seeds=[101, 102],
+                                    evaluation_seeds=range(6), progress=False)
+    entry = er.read_record(path)["comparisons"][er.stage_name(TINY)]
+    back = er.comparison_from_record(json.loads(json.dumps(entry)))
+    assert back.table() == original.table()
+    assert back.tuning_table("ETKF") == original.tuning_table("ETKF")
+    assert back.verdict("ETKF fixed") == original.verdict("ETKF fixed")
+    assert back.difference("ETKF fixed") == original.difference("ETKF fixed")
+    assert entry["machine"]["devices"] and entry["versions"]["scoreda"]
+    # a diverged trial (NaN, stored as null) and an infinite tuning score read back too
+    bad = original.results["ETKF fixed"]
+    rmse, steps = bad.rmse.copy(), bad.diverged_step.copy()
+    rmse[0], steps[0] = np.nan, 3
+    original.results["ETKF fixed"] = bad._replace(rmse=rmse, diverged_step=steps)
+    scores = original.tunings["ETKF"].scores.copy()
+    scores[0] = np.inf
+    original.tunings["ETKF"] = original.tunings["ETKF"]._replace(scores=scores)
+    again = compare.Comparison.from_record(json.loads(json.dumps(original.record())))
+    assert again.table() == original.table() and "1/6" in again.table()
+    assert again.tuning_table("ETKF") == original.tuning_table("ETKF")
+    assert np.isinf(again.tunings["ETKF"].scores[0]) and np.isnan(again.results["ETKF fixed"].rmse[0])
+    broken = dict(entry["record"], reference="LETKF")
+    with pytest.raises(ValueError, match="reference"):
+        compare.Comparison.from_record(broken)
+    with pytest.raises(ValueError, match="not a comparison record"):
+        compare.Comparison.from_record({"case": "x"})
+
+
+def test_records_load_leaves_the_sweeps_folder_alone(tmp_path):
+    (tmp_path / records.SWEEPS).mkdir()
+    (tmp_path / records.SWEEPS / "ensf_reference.json").write_text("{}")
+    assert records.load(tmp_path) == {}
+    (tmp_path / "04_other").mkdir()
+    with pytest.raises(ValueError, match="no run.json"):
+        records.load(tmp_path)
+
+
+def test_a_transfer_evaluates_at_the_large_dimension_what_was_tuned_at_the_small(tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    large = dataclasses.replace(TINY, d=24)
+    method = compare.Method("ETKF", "ETKF", grid={"inflation": (1.05, 1.3)}, widen=0)
+    entry = er.record_transfer(tmp_path / "ref.json", TINY, large, method, tuning_seeds=[101],
+                               evaluation_seeds=[0, 1], progress=False)
+    tuned = compare.tune(er.case(TINY), method, [101])
+    assert entry["tuning"]["chosen"] == tuned.chosen
+    at_large = compare.evaluate(er.case(large), method, tuned.chosen, [0, 1])
+    np.testing.assert_allclose(entry["result"]["rmse"], at_large.rmse, rtol=1e-6)
+    stored = er.read_record(tmp_path / "ref.json")["transfers"]
+    assert list(stored) == [f"{er.stage_name(large)} ETKF"]
+
+
+NOTEBOOK = ROOT / "notebooks" / "08_closing_the_gap.ipynb"
+
+
+def test_the_committed_record_holds_whole_stages_with_their_machine():
+    record = er.read_record(RECORD)
+    for sigma in er.PUBLISHED_FINAL_RMSE:  # d = 1000: every published noise level
+        stage = record["stages"][er.stage_name(er.ReferenceConfig(d=1000, obs_std=sigma))]
+        assert stage["seeds"] == list(range(10)) and len(stage["final"]) == 10
+        assert stage["knobs"] == er.REFERENCE_KNOBS
+        assert all(a["machine"]["processor"] and a["versions"]["scoreda"] for a in stage["attempts"])
+    entry = record["comparisons"][er.stage_name(er.ReferenceConfig(d=1000))]
+    c = er.comparison_from_record(entry)
+    assert c.evaluation_seeds == tuple(range(10)) and len(c.tuning_seeds) >= 3
+    assert set(c.methods) == {m.label for m in er.comparison_methods()}
+    # the tuned methods' grids are the module's (so the book's lab tier tunes the same way)
+    for m in er.comparison_methods():
+        assert c.methods[m.label].tuning_grid() == m.tuning_grid()
+
+
+def test_chapter_8_shows_the_records_numbers():
+    record = er.read_record(RECORD)
+    glued = records.book_values(NOTEBOOK)
+    complete = {(s["config"]["d"], s["config"]["obs_std"]): s["final"]
+                for s in record["stages"].values() if len(s["seeds"]) >= 10}
+    largest = max(d for d, sigma in complete if sigma == 0.05)
+    assert glued["ref_repro_largest_d"] == largest
+    expected = er.reproduction(complete[largest, 0.05], er.PUBLISHED_FINAL_RMSE[0.05])
+    assert glued["ref_repro_largest_mean"] == pytest.approx(expected["mean"], rel=1e-12)
+    assert glued["ref_repro_largest_verdict"] == expected["verdict"]
+    c = er.comparison_from_record(record["comparisons"][er.stage_name(er.ReferenceConfig(d=1000))])
+    kb = c.best_of(["LETKF", "LETKF-tan"])
+    assert c.verdict("EnSF", kb) in glued["ref_verdict_record"]
+
+
+def test_reproduction_reads_the_interval_of_the_mean_against_the_published_value():
+    finals = [0.19, 0.21, 0.20, 0.22, 0.18, 0.20, None]
+    r = er.reproduction(finals, 0.2)
+    assert r["verdict"] == "reproduced" and r["n"] == 6 and r["diverged"] == 1
+    assert r["mean"] == pytest.approx(0.2) and r["low"] < 0.2 < r["high"]
+    assert r["ratio"] == pytest.approx(1.0)
+    assert er.reproduction(finals, 0.25)["verdict"] == "lower"
+    assert er.reproduction(finals, 0.15)["verdict"] == "higher"
+    assert er.reproduction([0.2, None], 0.2)["verdict"] == "not comparable"
+
+
+def test_the_readme_states_the_records_numbers():
+    """The README's line on the EnSF paper's experiment holds the record's numbers, each
+    formatted as the README prints it."""
+    record = er.read_record(RECORD)
+    readme = (ROOT / "README.md").read_text()
+    line = readme[readme.index("**The EnSF paper's own experiment**"):]
+    line = " ".join(line[:line.index("\n\n")].split())
+    complete = {(s["config"]["d"], s["config"]["obs_std"]): s["final"]
+                for s in record["stages"].values() if len(s["seeds"]) >= 10}
+    largest = max(d for d, sigma in complete if sigma == 0.05)
+    repro = er.reproduction(complete[largest, 0.05], er.PUBLISHED_FINAL_RMSE[0.05])
+    assert f"final RMSE of {repro['mean']:.4f} at d = {largest:,}" in line
+    assert f"(bootstrap 95% interval {repro['low']:.4f}–{repro['high']:.4f})" in line
+    at_1000 = er.reproduction(complete[1000, 0.05], er.PUBLISHED_FINAL_RMSE[0.05])
+    assert f"and {at_1000['mean']:.4f} at d = 1,000" in line
+    assert f"published {er.PUBLISHED_FINAL_RMSE[0.05]:.4f} at d = 10⁶" in line
+    c = er.comparison_from_record(record["comparisons"][er.stage_name(er.ReferenceConfig(d=1000))])
+    kb = c.best_of(["LETKF", "LETKF-tan"])
+    diff = c.difference("EnSF", kb)
+    assert (f"the {kb} tuned there reaches {c.results[kb].mean_rmse:.3f} against the tuned "
+            f"EnSF's {c.results['EnSF'].mean_rmse:.3f}") in line
+    assert f"(EnSF minus it {diff.estimate:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}])" in line
+    moved = np.asarray([np.nan if v is None else v
+                        for v in record["transfers"]["d=1000 sigma=0.05 LETKF"]["result"]["rmse"]])
+    lost = int(np.sum(~np.isfinite(moved) | (moved > 3.6)))
+    assert f"lost track in {lost} of {moved.size} twins" in line

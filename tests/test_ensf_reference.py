@@ -185,6 +185,52 @@ def test_a_transfer_evaluates_at_the_large_dimension_what_was_tuned_at_the_small
     np.testing.assert_allclose(entry["result"]["rmse"], at_large.rmse, rtol=1e-6)
     stored = er.read_record(tmp_path / "ref.json")["transfers"]
     assert list(stored) == [f"{er.stage_name(large)} ETKF"]
+    assert stored[f"{er.stage_name(large)} ETKF"]["evaluation_seeds"] == [0, 1]
+    # the tuning saw the small dimension's trials, the evaluation the large one's
+    seen = {}
+
+    def spy(name, returned):
+        def called(case, *args, **kwargs):
+            seen[name] = case
+            return returned
+        return called
+
+    monkeypatch.setattr(compare, "tune", spy("tune", tuned))
+    monkeypatch.setattr(compare, "evaluate", spy("eval", at_large))
+    er.record_transfer(tmp_path / "ref.json", TINY, large, method, tuning_seeds=iter([101]),
+                       evaluation_seeds=(s for s in (0, 1)), progress=False)
+    assert seen["tune"].make_trial(101).truth.shape[1] == TINY.d
+    assert seen["eval"].make_trial(0).truth.shape[1] == large.d
+    again = er.read_record(tmp_path / "ref.json")["transfers"][f"{er.stage_name(large)} ETKF"]
+    assert again["evaluation_seeds"] == [0, 1] and again["tuning_seeds"] == [101]
+
+
+def test_a_record_entry_run_with_other_settings_is_refused_not_overwritten(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    method = compare.Method("ETKF", "ETKF", knobs={"inflation": 1.1}, grid={})
+    path = tmp_path / "ref.json"
+    er.record_comparison(path, TINY, [method], tuning_seeds=[], evaluation_seeds=[0, 1],
+                         progress=False)
+    fewer = dataclasses.replace(TINY, n_members=10)  # the same name: d and sigma
+    assert er.stage_name(fewer) == er.stage_name(TINY)
+    with pytest.raises(ValueError, match="other settings"):
+        er.record_comparison(path, fewer, [method], tuning_seeds=[], evaluation_seeds=[0, 1],
+                             progress=False)
+    large = dataclasses.replace(TINY, d=24)
+    er.record_transfer(path, TINY, large, method, tuning_seeds=[101], evaluation_seeds=[0],
+                       progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        er.record_transfer(path, fewer, large, method, tuning_seeds=[101],
+                           evaluation_seeds=[0], progress=False)
+    stored = er.read_record(path)
+    assert stored["comparisons"][er.stage_name(TINY)]["config"]["n_members"] == TINY.n_members
+
+
+def test_a_config_of_numpy_scalars_is_described_as_python_numbers():
+    config = er.ReferenceConfig(d=np.int64(40), obs_std=np.float64(0.05))
+    assert type(config.d) is int and type(config.obs_std) is float
+    assert er.case(config).cache_key == er.case(er.ReferenceConfig(d=40)).cache_key
 
 
 NOTEBOOK = ROOT / "notebooks" / "08_closing_the_gap.ipynb"
@@ -216,20 +262,44 @@ def test_chapter_8_shows_the_records_numbers():
     expected = er.reproduction(complete[largest, 0.05], er.PUBLISHED_FINAL_RMSE[0.05])
     assert glued["ref_repro_largest_mean"] == pytest.approx(expected["mean"], rel=1e-12)
     assert glued["ref_repro_largest_verdict"] == expected["verdict"]
+    # the count the introduction quotes: the recorded rows only, not the lab's
+    verdicts = [er.reproduction(f, er.PUBLISHED_FINAL_RMSE[sigma])["verdict"]
+                for (_, sigma), f in complete.items()]
+    assert glued["ref_repro_rows"] == len(complete) == 6
+    assert glued["ref_repro_n"] == verdicts.count("reproduced")
+    transfer = record["transfers"]["d=1000 sigma=0.05 LETKF"]
+    moved = np.asarray([np.nan if v is None else v for v in transfer["result"]["rmse"]])
+    assert glued["ref_transfer_small_d"] == transfer["small"]["d"] == 100
+    assert glued["ref_transfer_n"] == moved.size
+    assert glued["ref_transfer_lost"] == int(np.sum(~np.isfinite(moved) | (moved > 3.6)))
+    assert glued["ref_transfer_tuning_score"] == pytest.approx(
+        min(float(v) for v in transfer["tuning"]["scores"]), rel=1e-12)
     c = er.comparison_from_record(record["comparisons"][er.stage_name(er.ReferenceConfig(d=1000))])
     kb = c.best_of(["LETKF", "LETKF-tan"])
     assert c.verdict("EnSF", kb) in glued["ref_verdict_record"]
 
 
 def test_reproduction_reads_the_interval_of_the_mean_against_the_published_value():
-    finals = [0.19, 0.21, 0.20, 0.22, 0.18, 0.20, None]
+    finals = [0.19, 0.21, 0.20, 0.22, 0.18, 0.20]
     r = er.reproduction(finals, 0.2)
-    assert r["verdict"] == "reproduced" and r["n"] == 6 and r["diverged"] == 1
+    assert r["verdict"] == "reproduced" and r["n"] == 6 and r["diverged"] == 0
     assert r["mean"] == pytest.approx(0.2) and r["low"] < 0.2 < r["high"]
     assert r["ratio"] == pytest.approx(1.0)
     assert er.reproduction(finals, 0.25)["verdict"] == "lower"
     assert er.reproduction(finals, 0.15)["verdict"] == "higher"
-    assert er.reproduction([0.2, None], 0.2)["verdict"] == "not comparable"
+    assert er.reproduction([0.2], 0.2)["verdict"] == "not comparable"
+    # a diverged seed (the reference's all finished) is never a reproduction, however
+    # well the others agree
+    for diverged in ([None], [float("nan")], [None] * 8):
+        r = er.reproduction(finals[:2] + diverged, 0.2)
+        assert r["verdict"] == "diverged" and r["diverged"] == len(diverged) and r["n"] == 2
+    for published in (float("nan"), -1.0, 0.0, "0.2"):
+        with pytest.raises(ValueError, match="published"):
+            er.reproduction(finals, published)
+    for bad in ([0.2, "x"], [0.2, True], [0.2, -0.1], [0.2, float("inf")], "0.2",
+                {0.2: 1, 0.3: 2}, 0.2, [[0.2, 0.3]]):
+        with pytest.raises(ValueError, match="final_rmses"):
+            er.reproduction(bad, 0.2)
 
 
 def test_the_readme_states_the_records_numbers():
@@ -243,17 +313,20 @@ def test_the_readme_states_the_records_numbers():
                 for s in record["stages"].values() if len(s["seeds"]) >= 10}
     largest = max(d for d, sigma in complete if sigma == 0.05)
     repro = er.reproduction(complete[largest, 0.05], er.PUBLISHED_FINAL_RMSE[0.05])
-    assert f"final RMSE of {repro['mean']:.4f} at d = {largest:,}" in line
-    assert f"(bootstrap 95% interval {repro['low']:.4f}–{repro['high']:.4f})" in line
+    said = {"reproduced": "the interval holds it", "lower": "lower than the published",
+            "higher": "higher than the published"}
+    assert f"of {repro['mean']:.4f} at d = {largest:,}" in line
+    assert (f"(bootstrap 95% interval {repro['low']:.4f}–{repro['high']:.4f}: "
+            f"{said[repro['verdict']]}") in line
     at_1000 = er.reproduction(complete[1000, 0.05], er.PUBLISHED_FINAL_RMSE[0.05])
-    assert f"and {at_1000['mean']:.4f} at d = 1,000" in line
-    assert f"published {er.PUBLISHED_FINAL_RMSE[0.05]:.4f} at d = 10⁶" in line
+    assert f"and {at_1000['mean']:.4f} at d = 1,000 ({said[at_1000['verdict']]})" in line
+    assert f"{er.PUBLISHED_FINAL_RMSE[0.05]:.4f} at d = 10⁶" in line
     c = er.comparison_from_record(record["comparisons"][er.stage_name(er.ReferenceConfig(d=1000))])
     kb = c.best_of(["LETKF", "LETKF-tan"])
     diff = c.difference("EnSF", kb)
     assert (f"the {kb} tuned there reaches {c.results[kb].mean_rmse:.3f} against the tuned "
             f"EnSF's {c.results['EnSF'].mean_rmse:.3f}") in line
-    assert f"(EnSF minus it {diff.estimate:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}])" in line
+    assert f"EnSF minus it {diff.estimate:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}])" in line
     moved = np.asarray([np.nan if v is None else v
                         for v in record["transfers"]["d=1000 sigma=0.05 LETKF"]["result"]["rmse"]])
     lost = int(np.sum(~np.isfinite(moved) | (moved > 3.6)))

@@ -17,7 +17,7 @@ through :math:`\arctan` observations of every component. What its public code
 
 :func:`case` is that experiment, at any ``d``, as a case of the comparison harness
 (:mod:`scoreda.experiments.compare`): its time average starts at analysis 100 (the
-reference's tuning score) and :data:`REFERENCE_ENSF` is the reference's EnSF as a
+reference's tuning score) and :func:`reference_method` is the reference's EnSF as a
 :class:`~scoreda.experiments.compare.Method`; :func:`final_rmse` runs it trial by trial and
 keeps the last analysis's RMSE (the reported number).
 
@@ -97,6 +97,9 @@ class ReferenceConfig:
         _checks.integer("spinup_steps", self.spinup_steps, 0)
         _checks.positive("truth_init_std", self.truth_init_std)
         _checks.integer("scored_from", self.scored_from, 0)
+        for field in dataclasses.fields(self):  # numpy scalars as Python numbers (JSON)
+            cast = int if field.type in (int, "int") else float
+            object.__setattr__(self, field.name, cast(getattr(self, field.name)))
         if self.scored_from >= self.n_cycles:
             raise ValueError(f"scored_from ({self.scored_from}) must be below n_cycles "
                              f"({self.n_cycles}): nothing would be scored")
@@ -170,24 +173,45 @@ def comparison_methods() -> list[compare.Method]:
 
 
 def reproduction(final_rmses, published: float) -> dict:
-    """Does the mean over seeds of ``final_rmses`` reproduce ``published``? Its percentile
-    bootstrap 95% interval (:func:`scoreda.experiments.statistics.mean_interval`; a diverged
-    seed, NaN or None, is left out and counted): ``{"mean", "low", "high", "n", "diverged",
-    "ratio" (mean / published), "verdict"}``, the verdict ``"reproduced"`` when the interval
-    holds the published value, else ``"lower"`` or ``"higher"`` than it."""
+    """Is the mean over seeds of ``final_rmses`` (one per seed; None or NaN: the seed
+    diverged) consistent with ``published``? Its percentile bootstrap 95% interval
+    (:func:`scoreda.experiments.statistics.mean_interval`) over the seeds that finished:
+    ``{"mean", "low", "high", "n", "diverged", "ratio" (mean / published), "verdict"}``. The
+    verdict: ``"diverged"`` when any seed diverged (every seed of the reference finished, so
+    that is not a reproduction, whatever the others say), ``"not comparable"`` with fewer
+    than two finished seeds, ``"reproduced"`` when the interval holds the published value
+    (a test that does not reject, weak with wide intervals), else ``"lower"`` or
+    ``"higher"`` than it."""
     from scoreda.experiments.statistics import mean_interval
 
-    values = np.asarray([np.nan if v is None else v for v in final_rmses], float)
+    _checks.positive("published", published)
+    if isinstance(final_rmses, (str, bytes, dict)) or not hasattr(final_rmses, "__len__"):
+        raise ValueError(f"final_rmses must be a sequence of numbers, got {final_rmses!r}")
+    if any(isinstance(v, (bool, np.bool_, str, bytes)) for v in final_rmses):
+        raise ValueError(f"final_rmses must be numbers (None or NaN: a diverged seed), got "
+                         f"{final_rmses!r}")
+    try:
+        values = np.asarray([np.nan if v is None else v for v in final_rmses], float)
+    except (TypeError, ValueError):
+        raise ValueError("final_rmses must be numbers (None or NaN: a diverged seed), got "
+                         f"{final_rmses!r}") from None
+    if values.ndim != 1:
+        raise ValueError(f"final_rmses must be one value per seed, got shape {values.shape}")
+    if np.any(values < 0) or np.any(np.isinf(values)):
+        raise ValueError(f"final_rmses must be finite and >= 0 (NaN: diverged), got {values}")
+    n_diverged = int(np.isnan(values).sum())
     mean, low, high = mean_interval(values)
-    if not np.isfinite(low):
+    if n_diverged:
+        verdict = "diverged"
+    elif not np.isfinite(low):
         verdict = "not comparable"
     elif low <= published <= high:
         verdict = "reproduced"
     else:
         verdict = "lower" if high < published else "higher"
-    return {"mean": mean, "low": low, "high": high, "n": int(np.isfinite(values).sum()),
-            "diverged": int((~np.isfinite(values)).sum()), "ratio": mean / published,
-            "verdict": verdict}
+    return {"mean": float(mean), "low": float(low), "high": float(high),
+            "n": int(values.size - n_diverged), "diverged": n_diverged,
+            "ratio": float(mean / published), "verdict": verdict}
 
 
 def final_rmse(config: ReferenceConfig, seeds, method: compare.Method | None = None,
@@ -266,7 +290,7 @@ def record_final_rmse(path, config: ReferenceConfig, seeds, *, progress: bool = 
     settings = {"config": dataclasses.asdict(config), "knobs": dict(REFERENCE_KNOBS),
                 "code": code}
     if (stage is not None and stage.get("config") == settings["config"]
-            and set(seeds) <= set(stage["seeds"])):
+            and stage.get("knobs") == settings["knobs"] and set(seeds) <= set(stage["seeds"])):
         return stage  # finished: nothing to run, whatever code asks
     if stage is not None and {k: stage.get(k) for k in settings} != settings:
         raise ValueError(f"{path}: stage {key!r} was begun with other settings or another "
@@ -295,6 +319,17 @@ def record_final_rmse(path, config: ReferenceConfig, seeds, *, progress: bool = 
     return stage
 
 
+def _refuse_another(path, kind: str, key: str, settings: dict) -> None:
+    """Raise ``ValueError`` if the record at ``path`` holds under ``kind`` an entry ``key``
+    whose ``settings`` differ (its name says d and sigma only): never overwrite one
+    experiment's numbers with another's under the same name."""
+    entry = read_record(path).get(kind, {}).get(key)
+    settings = json.loads(json.dumps(settings))  # as stored: tuples as lists
+    if entry is not None and any(entry.get(k) != v for k, v in settings.items()):
+        raise ValueError(f"{path}: {kind} entry {key!r} was run with other settings; remove "
+                         "it from the record to run this one")
+
+
 def record_comparison(path, config: ReferenceConfig, methods, *, tuning_seeds,
                       evaluation_seeds, reference: str | None = None,
                       progress: bool = True) -> compare.Comparison:
@@ -303,6 +338,8 @@ def record_comparison(path, config: ReferenceConfig, methods, *, tuning_seeds,
     and table kept in the record at ``path`` with the machine and versions it ran on."""
     from scoreda import runs
 
+    _refuse_another(path, "comparisons", stage_name(config),
+                    {"config": dataclasses.asdict(config)})
     started = runs._now()
     comparison = compare.compare(case(config), methods, tuning_seeds=tuning_seeds,
                                  evaluation_seeds=evaluation_seeds, reference=reference,
@@ -326,6 +363,12 @@ def record_transfer(path, small: ReferenceConfig, large: ReferenceConfig,
     time-averaged RMSEs (NaN, stored as null: diverged)."""
     from scoreda import runs
 
+    tuning_seeds = _checks.seeds("tuning_seeds", tuning_seeds, 1)
+    evaluation_seeds = _checks.seeds("evaluation_seeds", evaluation_seeds, 1)
+    key = f"{stage_name(large)} {method.label}"
+    _refuse_another(path, "transfers", key, {"small": dataclasses.asdict(small),
+                                             "large": dataclasses.asdict(large),
+                                             "method": method.describe()})
     started = runs._now()
     tuning = compare.tune(case(small), method, tuning_seeds, progress=progress)
     result = compare.evaluate(case(large), method, tuning.chosen, evaluation_seeds,
@@ -333,10 +376,11 @@ def record_transfer(path, small: ReferenceConfig, large: ReferenceConfig,
     record = read_record(path)
     entry = {"small": dataclasses.asdict(small), "large": dataclasses.asdict(large),
              "method": method.describe(), "tuning": compare._tuning_json(tuning),
-             "result": compare._result_json(result), "evaluation_seeds": list(evaluation_seeds),
+             "result": compare._result_json(result), "tuning_seeds": list(tuning_seeds),
+             "evaluation_seeds": list(evaluation_seeds),
              "machine": runs.machine(), "versions": runs.versions(), "started": started,
              "ended": runs._now()}
-    record.setdefault("transfers", {})[f"{stage_name(large)} {method.label}"] = entry
+    record.setdefault("transfers", {})[key] = entry
     _write(path, record)
     return entry
 

@@ -23,6 +23,8 @@ from scoreda.experiments import ensf_reference as er
 RECORD = Path(__file__).resolve().parents[1] / "book" / "paper_scale" / "sweeps" / "ensf_reference.json"
 SEEDS = range(10)
 TUNING_SEEDS = (101, 102, 103)
+#: the method tuned at d = 100 and run at the large dimension (the reference's LETKF)
+TRANSFERRED = "LETKF"
 
 
 def stages() -> dict:
@@ -56,7 +58,8 @@ def main(argv=None) -> None:
             elif kind == "compare":
                 state = "done" if key in record["comparisons"] else "not run"
             else:
-                state = "done" if f"{key} LETKF" in record.get("transfers", {}) else "not run"
+                moved = er.transfer_name(config, TRANSFERRED)
+                state = "done" if moved in record.get("transfers", {}) else "not run"
             print(f"{name:28s} {kind:8s} {state}")
         return
     unknown = set(args.only or ()) - set(table)
@@ -69,7 +72,7 @@ def main(argv=None) -> None:
             stage = er.record_final_rmse(args.record, config, SEEDS)
             print(f"  final RMSE per seed: {[round(v, 4) if v is not None else v for v in stage['final']]}")
         elif kind == "transfer":  # the LETKF tuned at d = 100 (as the reference did), run at 1000
-            letkf = er.comparison_methods()[2]
+            letkf = next(m for m in er.comparison_methods() if m.label == TRANSFERRED)
             entry = er.record_transfer(args.record, er.ReferenceConfig(d=100), config, letkf,
                                        tuning_seeds=TUNING_SEEDS, evaluation_seeds=SEEDS)
             print(f"  tuned at d = 100: {entry['tuning']['chosen']}; RMSE at d = {config.d}: "

@@ -184,8 +184,8 @@ def test_a_transfer_evaluates_at_the_large_dimension_what_was_tuned_at_the_small
     at_large = compare.evaluate(er.case(large), method, tuned.chosen, [0, 1])
     np.testing.assert_allclose(entry["result"]["rmse"], at_large.rmse, rtol=1e-6)
     stored = er.read_record(tmp_path / "ref.json")["transfers"]
-    assert list(stored) == [f"{er.stage_name(large)} ETKF"]
-    assert stored[f"{er.stage_name(large)} ETKF"]["evaluation_seeds"] == [0, 1]
+    assert list(stored) == [er.transfer_name(large, "ETKF")]
+    assert stored[er.transfer_name(large, "ETKF")]["evaluation_seeds"] == [0, 1]
     # the tuning saw the small dimension's trials, the evaluation the large one's
     seen = {}
 
@@ -201,7 +201,7 @@ def test_a_transfer_evaluates_at_the_large_dimension_what_was_tuned_at_the_small
                        evaluation_seeds=(s for s in (0, 1)), progress=False)
     assert seen["tune"].make_trial(101).truth.shape[1] == TINY.d
     assert seen["eval"].make_trial(0).truth.shape[1] == large.d
-    again = er.read_record(tmp_path / "ref.json")["transfers"][f"{er.stage_name(large)} ETKF"]
+    again = er.read_record(tmp_path / "ref.json")["transfers"][er.transfer_name(large, "ETKF")]
     assert again["evaluation_seeds"] == [0, 1] and again["tuning_seeds"] == [101]
 
 

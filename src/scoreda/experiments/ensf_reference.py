@@ -353,6 +353,12 @@ def record_comparison(path, config: ReferenceConfig, methods, *, tuning_seeds,
     return comparison
 
 
+def transfer_name(large: ReferenceConfig, label: str) -> str:
+    """The name of a transfer in the record's ``transfers``: the large stage's name and the
+    method's label (e.g. ``"d=1000 sigma=0.05 LETKF"``)."""
+    return f"{stage_name(large)} {label}"
+
+
 def record_transfer(path, small: ReferenceConfig, large: ReferenceConfig,
                     method: compare.Method, *, tuning_seeds, evaluation_seeds,
                     progress: bool = True) -> dict:
@@ -365,7 +371,7 @@ def record_transfer(path, small: ReferenceConfig, large: ReferenceConfig,
 
     tuning_seeds = _checks.seeds("tuning_seeds", tuning_seeds, 1)
     evaluation_seeds = _checks.seeds("evaluation_seeds", evaluation_seeds, 1)
-    key = f"{stage_name(large)} {method.label}"
+    key = transfer_name(large, method.label)
     _refuse_another(path, "transfers", key, {"small": dataclasses.asdict(small),
                                              "large": dataclasses.asdict(large),
                                              "method": method.describe()})

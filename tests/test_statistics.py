@@ -218,3 +218,53 @@ def test_mean_rmse_and_spread_ratio_skip_diverged_trials_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(lost.mean_rmse) and np.isnan(lost.spread_ratio)
+
+
+def test_ties_go_to_the_interior_and_the_given_grid():
+    # an initial spread a stable filter forgets: 1, 3.6 and 12.96 score within 0.001%, the
+    # edge 12.96 lowest by float noise. Strictly lowest picks the edge and widening chases it
+    # to 46.656 (which diverges here); within 1% they tie and the interior 3.6 is chosen,
+    # with nothing widened
+    noise = {1.0: 0.0575312, 3.6: 0.0575308, 12.96: 0.0575305, 46.656: np.nan}
+    scorer = lambda pts: ((np.full(3, noise[p["init_std"]]), 100.0) for p in pts)
+    grid = {"init_std": (1.0, 3.6, 12.96)}
+    strict = compare.Method("LETKF", "LETKF", grid=grid, widen=2, tie_rtol=0.0)
+    chased = compare.search(strict, scorer)
+    assert chased.chosen["init_std"] == 12.96 and 46.656 in chased.grid["init_std"]
+    method = compare.Method("LETKF", "LETKF", grid=grid, widen=2)
+    tuning = compare.search(method, scorer)
+    assert tuning.chosen["init_std"] == 3.6 and tuning.grid["init_std"] == grid["init_std"]
+    compare.check_tuning(method, tuning)
+    # a real difference (2%) still decides, and an edge that wins is still widened
+    slope = {1.0: 0.0600, 3.6: 0.0588, 12.96: 0.0576, 46.656: 0.0575}
+    edge = compare.search(method, lambda pts: ((np.full(3, slope[p["init_std"]]), 100.0)
+                                               for p in pts))
+    # 46.656 ties 12.96 (0.2%): the given grid's value is kept, and widening stops there
+    assert edge.chosen["init_std"] == 12.96 and max(edge.grid["init_std"]) == 46.656
+    # fewer divergences beat a lower score within the tie (3.6: a diverged trial at the
+    # worst RMSE 0.1005 scores 0.10017 < 0.1005); the strict rule takes the lower score
+    rmse = {1.0: [0.1005] * 3, 3.6: [0.1, 0.1, np.nan], 12.96: [0.1005] * 3}
+    scorer = lambda pts: ((np.array(rmse[p["init_std"]]), 100.0) for p in pts)
+    safe = compare.search(compare.Method("LETKF", "LETKF", grid=grid, widen=0), scorer)
+    assert safe.chosen["init_std"] == 1.0 and safe.diverged.tolist() == [0, 1, 0]
+    assert safe.scores[1] < safe.scores[0]
+    risky = compare.search(compare.Method("LETKF", "LETKF", grid=grid, widen=0, tie_rtol=0.0),
+                           scorer)
+    assert risky.chosen["init_std"] == 3.6
+
+
+def test_the_tie_rule_is_checked():
+    method = compare.Method("LETKF", "LETKF", grid={"init_std": (1.0, 3.6, 12.96)})
+    scores = np.array([0.0575312, 0.0575308, 0.0575305])
+    assert compare.tied(method, scores).all()
+    assert list(compare.tied(method, [1.0, 1.0099, 1.0101, np.inf])) == [True, True, False, False]
+    points = [{"init_std": v} for v in (1.0, 3.6, 12.96)]
+    assert compare.choose(method, points, scores, np.zeros(3, int), method.tuning_grid()) == 1
+    # a chosen point outside the tie is refused; one inside it passes
+    off = compare.Tuning(points, np.array([1.0, 1.2, 1.5]), {"init_std": 3.6}, np.zeros(3, int))
+    with pytest.raises(ValueError, match="lowest score"):
+        compare.check_tuning(method, off)
+    compare.check_tuning(method, off._replace(scores=np.array([1.0, 1.005, 1.5])))
+    for bad in (-0.1, 1.0, True, "0.01", float("nan")):
+        with pytest.raises(ValueError, match="tie_rtol"):
+            compare.Method("LETKF", "LETKF", grid={"init_std": (1.0, 3.6)}, tie_rtol=bad)

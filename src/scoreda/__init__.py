@@ -13,4 +13,4 @@ Layers, each importing only those above it in this list:
 - ``plotting``: the book's figures.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

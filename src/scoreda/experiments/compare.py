@@ -20,7 +20,10 @@ A comparison in this package is *fair* and *powered*:
   trials with a diverged trial counted as the worst (never ``inf`` for the whole point), and
   a numeric axis whose chosen value sits at an edge of its grid is widened along the line
   through the chosen point, one value beyond the edge per round, for up to ``Method.widen``
-  rounds (the final grid and every point scored are the tuning's).
+  rounds (the final grid and every point scored are the tuning's); scores within
+  ``Method.tie_rtol`` (1%) of the lowest are tied, and a tie goes to fewer divergences, the
+  given grid and the interior (:func:`choose`), so float noise neither picks an edge nor
+  widens towards one.
 
 Trials run side by side in one compiled, vmapped scan
 (:func:`scoreda.assimilate.cycle_batch`), and so do the float-valued points of a grid (the
@@ -67,7 +70,8 @@ from scoreda.filters import registry
 
 __all__ = ["Trial", "Case", "Method", "Tuning", "MethodResult", "Difference", "Family",
            "Comparison", "paired_difference", "mean_interval", "holm", "trajectory",
-           "make_trials", "grid_points", "tuning_scores", "search", "tune", "evaluate", "compare",
+           "make_trials", "grid_points", "tuning_scores", "tied", "choose", "search", "tune",
+           "evaluate", "compare",
            "check_tuning"]
 
 
@@ -194,6 +198,13 @@ class Method:
         compilation and a batch of runs per method and case, and the book's chapters must
         execute in half an hour on two cores; a choice still at an edge is marked † and
         the grid is printed.
+      tie_rtol: tuning scores within this fraction of the lowest are *tied* (default 0.01:
+        a 1% difference in mean tuning RMSE is far below what three tuning trials resolve,
+        and the initial spread of a filter that forgets it scores within 0.001%). Among
+        tied points the choice is the one with the fewest diverged tuning trials, then one
+        of the given grid over a widened one, then the fewest axes at an edge of the grid,
+        then the lowest score (:func:`choose`). So float noise neither picks an edge nor
+        chases it outwards by widening. 0: the lowest score, as before 0.4.
 
     Every knob value (fixed, and each grid point) passes the filter's own checks when the
     method is built.
@@ -205,6 +216,7 @@ class Method:
     grid: Mapping | None = None
     wrap: Callable | None = None
     widen: int = 1
+    tie_rtol: float = 0.01
 
     def __post_init__(self):
         if not isinstance(self.label, str) or not self.label:
@@ -219,6 +231,11 @@ class Method:
         if self.wrap is not None and not callable(self.wrap):
             raise ValueError(f"{self.label}: wrap must be callable, got {self.wrap!r}")
         _checks.integer("widen", self.widen, 0)
+        if (isinstance(self.tie_rtol, bool) or not isinstance(self.tie_rtol, (int, float, np.number))
+                or not 0.0 <= float(self.tie_rtol) < 1.0):
+            raise ValueError(f"{self.label}: tie_rtol must be a number in [0, 1), got "
+                             f"{self.tie_rtol!r}")
+        object.__setattr__(self, "tie_rtol", float(self.tie_rtol))
         # frozen copies, numbers as Python numbers: a generator grid is read once, and a
         # caller's later change to its dict does not change the method
         object.__setattr__(self, "knobs", {k: _plain(v) for k, v in self.knobs.items()})
@@ -265,6 +282,7 @@ class Method:
         """A JSON-able, readable description (for records and tables)."""
         return {"label": self.label, "filter": self.filter, "knobs": _jsonable(self.knobs),
                 "grid": _jsonable(self.tuning_grid()), "widen": int(self.widen),
+                "tie_rtol": self.tie_rtol,
                 "wrap": None if self.wrap is None else _qualname(self.wrap)}
 
     def identity(self) -> str:
@@ -284,7 +302,9 @@ class Tuning(NamedTuple):
         points in the order they were scored.
       scores: each point's mean time-averaged RMSE over the tuning trials, a diverged trial
         counted as the worst (:func:`tuning_scores`).
-      chosen: the chosen knobs (fixed and tuned): the lowest score, fewer divergences first.
+      chosen: the chosen knobs (fixed and tuned): among the points tied with the lowest
+        score (``Method.tie_rtol``), fewer divergences first, then the given grid, then the
+        interior (:func:`choose`).
       diverged: diverged tuning trials per point, ``(P,)`` (None: not recorded).
       grid: the grid finally tuned over (the method's, widened where the choice sat at an
         edge); None: the method's grid.
@@ -531,19 +551,25 @@ class Comparison:
                  "|" + "---|" * (len(names) + 2)]
         order = sorted(range(len(tuning.points)),
                        key=lambda i: tuple(_sort_key(tuning.points[i][k]) for k in names))
+        method = self.methods[label]
+        is_tied = tied(method, tuning.scores)
         for i in order:
             point, score = tuning.points[i], tuning.scores[i]
             s = "—" if not np.isfinite(score) else f"{score:.{digits}f}"
-            mark = " ◀" if all(tuning.chosen.get(k) == v for k, v in point.items()) else ""
+            mark = (" ◀" if all(tuning.chosen.get(k) == v for k, v in point.items())
+                    else " =" if is_tied[i] else "")
             lines.append("| " + " | ".join(_short(point[k]) for k in names)
                          + f" | {s}{mark} | {diverged[i]}/{n_tuning} |")
-        method_grid = self.methods[label].tuning_grid()
+        method_grid = method.tuning_grid()
         added = {k: [v for v in vals if v not in method_grid.get(k, ())]
                  for k, vals in (tuning.grid or {}).items()}
         added = {k: v for k, v in added.items() if v}
         note = ("\n\nWidened beyond the given grid: "
                 + "; ".join(f"{k} {', '.join(_short(v) for v in vals)}" for k, vals in added.items())
                 + ".") if added else ""
+        if int(is_tied.sum()) > 1:
+            note += (f"\n\n= tied with the lowest score (within {method.tie_rtol:.0%}); a tie "
+                     "goes to fewer divergences, the given grid, then the interior.")
         return "\n".join(lines) + note
 
     @classmethod
@@ -552,8 +578,9 @@ class Comparison:
         and intervals as the original's. A method's ``wrap`` is not stored, so a method that
         had one comes back without it (its numbers are the stored ones)."""
         try:
+            # a record from before 0.4 has no tie_rtol: it chose the lowest score (0)
             methods = {label: Method(d["label"], d["filter"], d["knobs"], d["grid"],
-                                     widen=d["widen"])
+                                     widen=d["widen"], tie_rtol=d.get("tie_rtol", 0.0))
                        for label, d in record["methods"].items()}
             tunings = {label: Tuning(d["points"], np.asarray(d["scores"], float),
                                      dict(d["chosen"]),
@@ -829,8 +856,8 @@ def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = F
          trials: Sequence[Trial] | None = None, batch_size: int | None = None,
          finished=None) -> Tuning:
     """Score every grid point of ``method`` on the trials ``seeds`` (:func:`tuning_scores`:
-    mean time-averaged RMSE, a diverged trial counted as the worst) and choose the lowest
-    score (fewer diverged trials first among equal scores); widen the grid along the line
+    mean time-averaged RMSE, a diverged trial counted as the worst) and choose among the
+    points tied with the lowest score (:func:`choose`); widen the grid along the line
     through the choice while it sits at an edge (``Method.widen``), scoring only the new
     points. If every trial of every
     point diverged, the point whose divergences came latest on average is chosen (marked ‡
@@ -851,8 +878,9 @@ def tune(case: Case, method: Method, seeds: Sequence[int], *, progress: bool = F
 def search(method: Method, score: Callable, climate_std: float | None = None) -> Tuning:
     """The tuning rule of :func:`tune`, for any scorer: ``score(points)`` yields, for each
     point (a dict of knobs), its per-trial time-averaged RMSEs ``(n,)`` (NaN: diverged) and
-    its mean survival (steps before divergence). Scores (:func:`tuning_scores`), chooses the
-    lowest score (fewer diverged trials first) and, while the choice sits at an edge of a
+    its mean survival (steps before divergence). Scores (:func:`tuning_scores`), chooses
+    among the points tied with the lowest score (:func:`choose`) and, while the choice sits
+    at an edge of a
     numeric axis, scores the point one step beyond that edge along the line through the
     choice, for up to ``method.widen`` rounds."""
     grid = method.tuning_grid()
@@ -869,7 +897,7 @@ def search(method: Method, score: Callable, climate_std: float | None = None) ->
         scores = tuning_scores(rmse, climate_std)
         diverged = np.sum(~np.isfinite(rmse), axis=1)
         if np.isfinite(rmse).any():
-            best = int(np.lexsort((diverged, scores))[0])
+            best = choose(method, points, scores, diverged, grid)
         else:  # every trial of every point diverged: keep the one that survived longest
             best = int(np.argmax([r[1] for r in rows]))
         chosen = points[best]
@@ -886,6 +914,47 @@ def search(method: Method, score: Callable, climate_std: float | None = None) ->
                                   else grid[name] + (value,))}
     # keep only the tuned names in the points (the fixed knobs are the method's)
     return Tuning([{k: p[k] for k in grid} for p in points], scores, chosen, diverged, grid)
+
+
+def tied(method: Method, scores) -> np.ndarray:
+    """Which ``scores`` ``(P,)`` are tied with the lowest finite one: within
+    ``method.tie_rtol`` of it (relative; scores are mean RMSEs, so not negative)."""
+    scores = np.asarray(scores, float)
+    ok = np.isfinite(scores)
+    if not ok.any():
+        return np.zeros(scores.shape, bool)
+    lowest = float(np.min(scores[ok]))
+    return ok & (scores <= lowest + method.tie_rtol * abs(lowest))
+
+
+def choose(method: Method, points: Sequence[Mapping], scores, diverged, grid: Mapping) -> int:
+    r"""The index of the chosen point among ``points`` with tuning ``scores`` ``(P,)`` and
+    ``diverged`` tuning trials ``(P,)``, on the (possibly widened) ``grid``: among the points
+    :func:`tied` with the lowest score, the first by
+
+    1. fewest diverged tuning trials;
+    2. fewest knobs outside the method's given grid (a widened value must *beat* the grid,
+       not tie it, so widening stops where the scores flatten);
+    3. fewest knobs at an edge of ``grid`` (an axis with two or more values);
+    4. lowest score, then the earlier point.
+
+    With ``method.tie_rtol`` 0 this is the lowest score, fewer divergences first."""
+    scores = np.asarray(scores, float)
+    given = method.tuning_grid()
+    candidates = np.flatnonzero(tied(method, scores))
+
+    def rank(i):
+        point = points[i]
+        widened = sum(point[k] not in given.get(k, (point[k],)) for k in grid)
+        at_edge = sum(point[k] in (min(grid[k]), max(grid[k])) for k in grid
+                      if len(grid[k]) > 1 and all(_is_number(v) for v in grid[k]))
+        return (int(diverged[i]), widened, at_edge, float(scores[i]), int(i))
+
+    return int(min(candidates, key=rank))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def evaluate(case: Case, method: Method, knobs: dict, seeds: Sequence[int], *,
@@ -1188,8 +1257,9 @@ def check_tuning(method: Method, tuning: Tuning) -> None:
                          "grid with its fixed knobs")
     scores = np.asarray(tuning.scores, float)
     if scores.size and np.isfinite(scores).any() and \
-            scores[candidates.index(chosen)] != np.min(scores):
-        raise ValueError(f"its chosen knobs {tuning.chosen} do not have the lowest score")
+            not tied(method, scores)[candidates.index(chosen)]:
+        raise ValueError(f"its chosen knobs {tuning.chosen} do not have the lowest score "
+                         f"(within {method.tie_rtol:g} of it)")
 
 
 def _qualname(fn) -> str:

@@ -182,7 +182,7 @@ def test_an_interrupted_comparison_resumes_within_a_stage_with_the_same_numbers(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(compare.assimilate, "cycle_batch", stopping)
+    monkeypatch.setattr(assimilate, "cycle_batch", stopping)
     with pytest.raises(KeyboardInterrupt):
         run()
     runs, = (tmp_path / "interrupted" / "compare").glob("tune-*.runs")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoreda import _digest, assimilate, chapters, cli, hybrid
+from scoreda import _checks, _digest, assimilate, chapters, cli, hybrid
 from scoreda.experiments import compare, records, twin
 from scoreda.filters import ensf, gaussian_score, kalman, regression
 from scoreda.surrogates.train import CacheWarning
@@ -553,8 +553,8 @@ def test_arrays_where_numbers_belong_and_out_of_range_values_are_named(call, mat
 
 
 def test_integer_arrays_of_seeds_are_seeds():
-    assert compare._checks.seeds("s", jnp.arange(3)) == (0, 1, 2)
-    assert compare._checks.seeds("s", np.array([5, 7])) == (5, 7)
+    assert _checks.seeds("s", jnp.arange(3)) == (0, 1, 2)
+    assert _checks.seeds("s", np.array([5, 7])) == (5, 7)
 
 
 def test_a_filter_that_lets_the_ensemble_drift_is_not_blamed_on_the_model():

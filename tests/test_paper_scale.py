@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoreda import chapters
+from scoreda import assimilate, chapters
 from scoreda.experiments import compare, cost, records, twin
 from scoreda.surrogates import data, lstm, train
 
@@ -55,8 +55,8 @@ def test_the_cost_model_counts_the_cycles_the_harness_runs(tmp_path, monkeypatch
                compare.Method("LETKF", "LETKF", grid={"inflation": (1.0, 1.1), "radius": (2.0, 4.0)},
                               widen=0)]
     rows = []
-    real = compare.assimilate.cycle_batch
-    monkeypatch.setattr(compare.assimilate, "cycle_batch",
+    real = assimilate.cycle_batch
+    monkeypatch.setattr(assimilate, "cycle_batch",
                         lambda keys, *a, **k: rows.append(keys.shape[0]) or real(keys, *a, **k))
     compare.compare(case, methods, tuning_seeds=[101, 102], evaluation_seeds=range(4), progress=False)
     monkeypatch.setattr(cost, "analysis_seconds", lambda *a, **k: 0.004)

@@ -186,6 +186,7 @@ def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
     # alphabetical order must come back as the same tuning, not as a "damaged" entry
     import json
 
+    from scoreda.experiments.compare import store as cache
     from scoreda.surrogates import train
 
     method = compare.Method("EnSF mixture", "EnSF mixture",
@@ -194,10 +195,10 @@ def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
                                                   100.0) for p in pts))
     assert len(tuning.grid["kernel_var"]) > 3 and len(tuning.grid["eps_b"]) > 3
     path = tmp_path / "t.json"
-    train.write_json(path, compare._tuning_json(tuning))
+    train.write_json(path, cache._tuning_json(tuning))
     stored = json.loads(path.read_text())
     assert list(stored["grid"]) == ["eps_b", "kernel_var"]  # sorted on disk
-    store = compare._Store.__new__(compare._Store)
+    store = cache._Store.__new__(cache._Store)
     store.method, store._warning, store.tuning_path = method, UserWarning, path
     back = store.load_tuning()
     assert back is not None and list(back.grid) == ["kernel_var", "eps_b"]

@@ -269,3 +269,20 @@ def test_the_tie_rule_is_checked():
     for bad in (-0.1, 1.0, True, "0.01", float("nan")):
         with pytest.raises(ValueError, match="tie_rtol"):
             compare.Method("LETKF", "LETKF", grid={"init_std": (1.0, 3.6)}, tie_rtol=bad)
+
+
+def test_perfect_scores_and_a_divergence_do_not_break_the_choice():
+    # every trial that ran scored exactly 0 (an exact filter on noise-free data): the point
+    # with a diverged trial scores inf, the others 0 and tie; the interior one is chosen
+    grid = {"inflation": (1.0, 1.1, 1.2)}
+    rmse = {1.0: [0.0, 0.0, 0.0], 1.1: [0.0, 0.0, 0.0], 1.2: [0.0, np.nan, 0.0]}
+    scores = compare.tuning_scores(np.array([rmse[v] for v in grid["inflation"]]))
+    assert scores.tolist() == [0.0, 0.0, np.inf]
+    method = compare.Method("LETKF", "LETKF", grid=grid, widen=0)
+    tuning = compare.search(method, lambda pts: ((np.array(rmse[p["inflation"]]), 100.0)
+                                                 for p in pts))
+    assert tuning.chosen["inflation"] == 1.1
+    # no finite score at all: the point with the fewest divergences, then the interior
+    points = [{"inflation": v} for v in grid["inflation"]]
+    assert compare.choose(method, points, np.full(3, np.inf), np.array([2, 1, 1]),
+                          method.tuning_grid()) == 1

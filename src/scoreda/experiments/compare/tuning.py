@@ -21,13 +21,15 @@ def tuning_scores(rmse: np.ndarray, climate_std: float | None = None) -> np.ndar
     (NaN: diverged): the mean over the trials, a diverged trial counted at the *loss value*
     :math:`\max(\text{climate\_std}, \text{the largest RMSE of any trial that ran})`, so it
     scores worse than every trial that ran (and than climatology) without making the whole
-    point ``inf``. ``inf`` only where no trial of any point ran and the climate is unknown."""
+    point ``inf``. ``inf`` where no trial of any point ran and the climate is unknown, and
+    for a point with a diverged trial when every trial that ran scored exactly 0 (no finite
+    loss is then worse than them)."""
     rmse = np.asarray(rmse, float)
     ran = np.isfinite(rmse)
     largest = float(np.max(rmse[ran])) if ran.any() else 0.0
     loss = max(largest, climate_std or 0.0)
     if loss == 0.0:
-        return np.full(rmse.shape[0], np.inf)
+        loss = np.inf
     return np.where(ran, rmse, loss).mean(axis=1)
 
 
@@ -134,6 +136,8 @@ def choose(method: Method, points: Sequence[Mapping], scores, diverged, grid: Ma
     scores = np.asarray(scores, float)
     given = method.tuning_grid()
     candidates = np.flatnonzero(tied(method, scores))
+    if candidates.size == 0:  # no finite score: every point is ranked, divergences first
+        candidates = np.arange(scores.size)
 
     def rank(i):
         point = points[i]

@@ -214,14 +214,21 @@ def test_a_record_entry_run_with_other_settings_is_refused_not_overwritten(tmp_p
                          progress=False)
     fewer = dataclasses.replace(TINY, n_members=10)  # the same name: d and sigma
     assert er.stage_name(fewer) == er.stage_name(TINY)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(config\.n_members differ"):
         er.record_comparison(path, fewer, [method], tuning_seeds=[], evaluation_seeds=[0, 1],
                              progress=False)
     large = dataclasses.replace(TINY, d=24)
     er.record_transfer(path, TINY, large, method, tuning_seeds=[101], evaluation_seeds=[0],
                        progress=False)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(small\.n_members differ"):
         er.record_transfer(path, fewer, large, method, tuning_seeds=[101],
+                           evaluation_seeds=[0], progress=False)
+    # a transfer recorded before 0.4.0 has no tie_rtol in its method: named as a difference
+    record = er.read_record(path)
+    del record["transfers"][er.transfer_name(large, "ETKF")]["method"]["tie_rtol"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"method\.tie_rtol differ"):
+        er.record_transfer(path, TINY, large, method, tuning_seeds=[101],
                            evaluation_seeds=[0], progress=False)
     stored = er.read_record(path)
     assert stored["comparisons"][er.stage_name(TINY)]["config"]["n_members"] == TINY.n_members

@@ -286,3 +286,21 @@ def test_perfect_scores_and_a_divergence_do_not_break_the_choice():
     points = [{"inflation": v} for v in grid["inflation"]]
     assert compare.choose(method, points, np.full(3, np.inf), np.array([2, 1, 1]),
                           method.tuning_grid()) == 1
+
+
+def test_the_edge_mark_is_for_numeric_axes_only():
+    # a string axis has no edge, and an axis holding None beside a number has no order:
+    # neither is marked (the table used to take min() of the mixed axis and raise)
+    method = compare.Method("EnSF", "EnSF", widen=0,
+                            grid={"integrator": ("euler", "exponential"), "clip": (None, 3.0),
+                                  "eps_b": (0.01, 0.03)})
+    score = lambda p: 1.0 + (p["integrator"] == "euler") + (p["clip"] is None) + p["eps_b"]
+    tuning = compare.search(method, lambda pts: ((np.full(3, score(p)), 100.0) for p in pts))
+    assert tuning.chosen == {"integrator": "exponential", "clip": 3.0, "eps_b": 0.01} | {
+        k: v for k, v in tuning.chosen.items() if k not in ("integrator", "clip", "eps_b")}
+    ones = np.ones(10)
+    result = compare.MethodResult(tuning.chosen, ones, ones, ones, ones[:5], np.zeros(3, int),
+                                  np.full(10, -1))
+    table = compare.Comparison("toy", "EnSF", {"EnSF": method}, {"EnSF": tuning},
+                               {"EnSF": result}, (100, 101, 102), tuple(range(10))).table()
+    assert "integrator exponential, clip 3, eps_b 0.01 †" in table

@@ -326,9 +326,21 @@ def _refuse_another(path, kind: str, key: str, settings: dict) -> None:
     experiment's numbers with another's under the same name."""
     entry = read_record(path).get(kind, {}).get(key)
     settings = json.loads(json.dumps(settings))  # as stored: tuples as lists
-    if entry is not None and any(entry.get(k) != v for k, v in settings.items()):
-        raise ValueError(f"{path}: {kind} entry {key!r} was run with other settings; remove "
-                         "it from the record to run this one")
+    if entry is None:
+        return
+    differ = []
+    for name, value in settings.items():
+        stored = entry.get(name)
+        if isinstance(value, dict) and isinstance(stored, dict):
+            differ += [f"{name}.{k}" for k in sorted(set(value) | set(stored))
+                       if value.get(k) != stored.get(k)]
+        elif stored != value:
+            differ.append(name)
+    if differ:
+        raise ValueError(f"{path}: {kind} entry {key!r} was run with other settings "
+                         f"({', '.join(differ)} differ; a setting absent from the entry, such "
+                         "as a method's tie_rtol before 0.4.0, differs too); remove it from the "
+                         "record to run this one")
 
 
 def record_comparison(path, config: ReferenceConfig, methods, *, tuning_seeds,

@@ -17,13 +17,14 @@ A comparison in this package is *fair* and *powered*:
   which heavy-tailed RMSEs need); :func:`~scoreda.experiments.statistics.holm` corrects a
   chapter's verdicts together;
 * **tuned to an interior optimum**: a grid point's score is the mean RMSE over the tuning
-  trials with a diverged trial counted as the worst (never ``inf`` for the whole point), and
+  trials with a diverged trial counted as the worst (so one divergence does not erase a
+  point), and
   a numeric axis whose chosen value sits at an edge of its grid is widened along the line
   through the chosen point, one value beyond the edge per round, for up to ``Method.widen``
   rounds (the final grid and every point scored are the tuning's); scores within
   ``Method.tie_rtol`` (1%) of the lowest are tied, and a tie goes to fewer divergences, the
-  given grid and the interior (:func:`choose`), so float noise neither picks an edge nor
-  widens towards one.
+  given grid and the interior (:func:`choose`), so float noise does not pick an edge where
+  an interior point ties, and a widened value is taken only if it beats the grid.
 
 Trials run side by side in one compiled, vmapped scan
 (:func:`scoreda.assimilate.cycle_batch`), and so do the float-valued points of a grid (the

@@ -146,8 +146,11 @@ class Method:
         and the initial spread of a filter that forgets it scores within 0.001%). Among
         tied points the choice is the one with the fewest diverged tuning trials, then one
         of the given grid over a widened one, then the fewest axes at an edge of the grid,
-        then the lowest score (:func:`choose`). So float noise neither picks an edge nor
-        chases it outwards by widening. 0: the lowest score, as before 0.4.
+        then the lowest score (:func:`choose`). So float noise does not pick an edge where
+        an interior point ties, and a widened value is taken only if it beats the grid by
+        more than the tolerance (on an axis of two values, both edges, a tie still costs
+        one widening round). 0: only exact ties (the strict rule of 0.3, which broke an
+        exact tie towards the earlier point).
 
     Every knob value (fixed, and each grid point) passes the filter's own checks when the
     method is built.
@@ -174,11 +177,12 @@ class Method:
         if self.wrap is not None and not callable(self.wrap):
             raise ValueError(f"{self.label}: wrap must be callable, got {self.wrap!r}")
         _checks.integer("widen", self.widen, 0)
-        if (isinstance(self.tie_rtol, bool) or not isinstance(self.tie_rtol, (int, float, np.number))
-                or not 0.0 <= float(self.tie_rtol) < 1.0):
-            raise ValueError(f"{self.label}: tie_rtol must be a number in [0, 1), got "
+        tie_rtol = _plain(self.tie_rtol)
+        if (isinstance(tie_rtol, bool) or not isinstance(tie_rtol, (int, float))
+                or not 0.0 <= tie_rtol < 1.0):
+            raise ValueError(f"{self.label}: tie_rtol must be a real number in [0, 1), got "
                              f"{self.tie_rtol!r}")
-        object.__setattr__(self, "tie_rtol", float(self.tie_rtol))
+        object.__setattr__(self, "tie_rtol", float(tie_rtol) + 0.0)  # -0.0 is 0.0
         # frozen copies, numbers as Python numbers: a generator grid is read once, and a
         # caller's later change to its dict does not change the method
         object.__setattr__(self, "knobs", {k: _plain(v) for k, v in self.knobs.items()})

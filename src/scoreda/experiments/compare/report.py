@@ -10,7 +10,7 @@ import numpy as np
 
 from scoreda.experiments.compare.model import Method, MethodResult, Tuning, _short
 from scoreda.experiments.compare.store import _result_json, _tuning_json
-from scoreda.experiments.compare.tuning import tied, tuning_scores
+from scoreda.experiments.compare.tuning import _is_number, tied, tuning_scores
 from scoreda.experiments.statistics import Difference, mean_interval, paired_difference
 
 
@@ -177,7 +177,8 @@ class Comparison:
     def _knobs_cell(self, label: str, r: MethodResult) -> str:
         tuning = self.tunings[label]
         grid = tuning.grid if tuning.grid is not None else self.methods[label].tuning_grid()
-        edge = lambda k, v: len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))
+        edge = lambda k, v: (len(grid[k]) > 1 and all(_is_number(x) for x in grid[k])
+                             and v in (min(grid[k]), max(grid[k])))
         n_tuning = len(self.tuning_seeds)
         failed = (bool(tuning.points) and tuning.diverged is not None
                   and bool(np.all(np.asarray(tuning.diverged) >= n_tuning)))
@@ -216,7 +217,7 @@ class Comparison:
                 + "; ".join(f"{k} {', '.join(_short(v) for v in vals)}" for k, vals in added.items())
                 + ".") if added else ""
         if int(is_tied.sum()) > 1:
-            note += (f"\n\n= tied with the lowest score (within {method.tie_rtol:.0%}); a tie "
+            note += (f"\n\n= tied with the lowest score (within {100 * method.tie_rtol:.3g}%); a tie "
                      "goes to fewer divergences, the given grid, then the interior.")
         return "\n".join(lines) + note
 

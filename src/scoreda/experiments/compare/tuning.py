@@ -129,10 +129,10 @@ def choose(method: Method, points: Sequence[Mapping], scores, diverged, grid: Ma
     1. fewest diverged tuning trials;
     2. fewest knobs outside the method's given grid (a widened value must *beat* the grid,
        not tie it, so widening stops where the scores flatten);
-    3. fewest knobs at an edge of ``grid`` (an axis with two or more values);
+    3. fewest knobs at an edge of ``grid`` (a numeric axis with two or more values);
     4. lowest score, then the earlier point.
 
-    With ``method.tie_rtol`` 0 this is the lowest score, fewer divergences first."""
+    With ``method.tie_rtol`` 0 only exact ties remain, broken as above."""
     scores = np.asarray(scores, float)
     given = method.tuning_grid()
     candidates = np.flatnonzero(tied(method, scores))
@@ -158,7 +158,7 @@ def check_tuning(method: Method, tuning: Tuning) -> None:
     with at most ``method.widen`` values added per axis, its points are the method's product
     grid followed by at most ``widen`` widened points per axis (values of that grid, none
     repeated), its chosen knobs are the fixed knobs with one of those points, and that point
-    has the lowest score."""
+    is :func:`tied` with the lowest score."""
     given = method.tuning_grid()
     grid = given if tuning.grid is None else dict(tuning.grid)
     if set(grid) == set(given):  # the method's order of the knobs (a JSON file may sort them)
@@ -187,4 +187,4 @@ def check_tuning(method: Method, tuning: Tuning) -> None:
     if scores.size and np.isfinite(scores).any() and \
             not tied(method, scores)[candidates.index(chosen)]:
         raise ValueError(f"its chosen knobs {tuning.chosen} do not have the lowest score "
-                         f"(within {method.tie_rtol:g} of it)")
+                         f"(within {method.tie_rtol:.3g} of it, relative)")

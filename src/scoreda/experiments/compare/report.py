@@ -10,7 +10,7 @@ import numpy as np
 
 from scoreda.experiments.compare.model import Method, MethodResult, Tuning, _short
 from scoreda.experiments.compare.store import _result_json, _tuning_json
-from scoreda.experiments.compare.tuning import _is_number, tied, tuning_scores
+from scoreda.experiments.compare.tuning import _is_number, at_edge_of, tied, tuning_scores
 from scoreda.experiments.statistics import Difference, mean_interval, paired_difference
 
 
@@ -177,12 +177,10 @@ class Comparison:
     def _knobs_cell(self, label: str, r: MethodResult) -> str:
         tuning = self.tunings[label]
         grid = tuning.grid if tuning.grid is not None else self.methods[label].tuning_grid()
-        edge = lambda k, v: (len(grid[k]) > 1 and all(_is_number(x) for x in grid[k])
-                             and v in (min(grid[k]), max(grid[k])))
         n_tuning = len(self.tuning_seeds)
         failed = (bool(tuning.points) and tuning.diverged is not None
                   and bool(np.all(np.asarray(tuning.diverged) >= n_tuning)))
-        cell = ", ".join(f"{k} {_short(v)}" + (" †" if edge(k, v) else "")
+        cell = ", ".join(f"{k} {_short(v)}" + (" †" if at_edge_of(grid, k, v) else "")
                          for k, v in r.knobs.items() if k in grid) or "fixed"
         return cell + (" ‡" if failed else "")
 
@@ -275,5 +273,4 @@ def _signed(value: float, digits: int) -> str:
 
 
 def _sort_key(value):
-    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else (1, 0, str(value))
+    return (0, value, "") if _is_number(value) else (1, 0, str(value))

@@ -142,8 +142,7 @@ def choose(method: Method, points: Sequence[Mapping], scores, diverged, grid: Ma
     def rank(i):
         point = points[i]
         widened = sum(point[k] not in given.get(k, (point[k],)) for k in grid)
-        at_edge = sum(point[k] in (min(grid[k]), max(grid[k])) for k in grid
-                      if len(grid[k]) > 1 and all(_is_number(v) for v in grid[k]))
+        at_edge = sum(at_edge_of(grid, k, point[k]) for k in grid)
         return (int(diverged[i]), widened, at_edge, float(scores[i]), int(i))
 
     return int(min(candidates, key=rank))
@@ -151,6 +150,15 @@ def choose(method: Method, points: Sequence[Mapping], scores, diverged, grid: Ma
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def at_edge_of(grid: Mapping, name: str, value) -> bool:
+    """Whether ``value`` is the smallest or largest of ``grid[name]``, a numeric axis of two or
+    more values (a string axis, or one holding None, has no edge): what :func:`choose` avoids
+    in a tie and what a table marks †."""
+    values = grid[name]
+    return (len(values) > 1 and all(_is_number(v) for v in values)
+            and value in (min(values), max(values)))
 
 
 def check_tuning(method: Method, tuning: Tuning) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scoreda import cache as cache_lib
 from scoreda.surrogates import data, lstm, train
 
 DATA = data.Lorenz96Data(n_trajectories=4, n_steps=100, d=8)
@@ -62,7 +63,7 @@ def test_training_is_deterministic_and_a_sound_entry_loads_without_warning(finis
     fresh = train.train(DATA, MODEL, TRAIN, progress=False, cache=False)
     assert_same_training(fresh, finished[1])
     with warnings.catch_warnings():
-        warnings.simplefilter("error", train.CacheWarning)
+        warnings.simplefilter("error", cache_lib.CacheWarning)
         loaded = train.train(DATA, MODEL, TRAIN, progress=False)
     assert loaded.loaded and loaded.path == entry
     assert_same_training(loaded, finished[1])
@@ -117,9 +118,9 @@ DAMAGES = {
 def test_a_damaged_entry_is_named_and_trained_again_to_the_same_result(damage, finished, entry):
     spoil, problem, from_scratch = DAMAGES[damage]
     spoil(entry)
-    with pytest.warns(train.CacheWarning) as caught:
+    with pytest.warns(cache_lib.CacheWarning) as caught:
         again = train.train(DATA, MODEL, TRAIN, progress=False)
-    messages = [str(w.message) for w in caught if issubclass(w.category, train.CacheWarning)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, cache_lib.CacheWarning)]
     assert len(messages) == 1, messages
     assert f"damaged cache entry {entry}: " in messages[0] and re.search(problem, messages[0]), messages[0]
     assert ("moved it to" in messages[0]) == from_scratch
@@ -132,7 +133,7 @@ def test_a_damaged_entry_is_named_and_trained_again_to_the_same_result(damage, f
     assert [h["epoch"] for h in stored["history"]] == [0, 1, 2] and len(stored["digests"]) == 3
     assert json.loads((entry / "done.json").read_text())["epochs_run"] == 3
     with warnings.catch_warnings():
-        warnings.simplefilter("error", train.CacheWarning)
+        warnings.simplefilter("error", cache_lib.CacheWarning)
         last = train.train(DATA, MODEL, TRAIN, progress=False)
     assert last.loaded
     assert_same_training(last, finished[1])
@@ -145,7 +146,7 @@ def test_an_interruption_between_checkpoint_and_history_resumes_quietly(finished
     (entry / "progress.json").write_text(json.dumps(progress))
     (entry / "done.json").unlink()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", train.CacheWarning)
+        warnings.simplefilter("error", cache_lib.CacheWarning)
         again = train.train(DATA, MODEL, TRAIN, progress=False)
     assert not again.loaded
     assert_same_training(again, finished[1])
@@ -158,7 +159,7 @@ def test_an_entry_written_before_digests_still_loads(finished, entry):
     (entry / "progress.json").write_text(json.dumps(progress))
     shutil.rmtree(entry / "checkpoints" / "1")
     with warnings.catch_warnings():
-        warnings.simplefilter("error", train.CacheWarning)
+        warnings.simplefilter("error", cache_lib.CacheWarning)
         loaded = train.train(DATA, MODEL, TRAIN, progress=False)
     assert loaded.loaded
     assert_same_training(loaded, finished[1])
@@ -177,13 +178,13 @@ CHILD = textwrap.dedent("""
 
 def test_two_processes_asking_for_one_entry_train_it_once(finished, tmp_path):
     cache = tmp_path / "cache"
-    key, _ = train.config_key(DATA, MODEL, TRAIN)
+    key, _ = cache_lib.config_key(DATA, MODEL, TRAIN)
     path = (cache / "surrogates" / key).absolute()
     env = os.environ | {"SCOREDA_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
     script = CHILD.format(tests=os.path.dirname(__file__))
     logs = [tmp_path / f"child{i}.err" for i in range(2)]
     # hold the entry while both start, so that both really ask for it at once
-    with train.entry_lock(path):
+    with cache_lib.entry_lock(path):
         children = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                                      stderr=log.open("w"), text=True) for log in logs]
         deadline = time.monotonic() + 300

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scoreda import cache as cache_lib
 from scoreda import assimilate
 from scoreda.experiments import compare, twin
 from scoreda.filters import FILTERS, kalman, registry
@@ -139,8 +140,6 @@ def test_registry_lists_every_filter_with_knobs_and_grids():
 def test_a_damaged_comparison_cache_entry_is_named_and_computed_again(tmp_path, monkeypatch):
     import json
 
-    from scoreda.surrogates import train
-
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
     case = twin.case(dataclasses.replace(SMALL, n_cycles=60, burn_in=10))
     method = compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.2)})
@@ -153,9 +152,9 @@ def test_a_damaged_comparison_cache_entry_is_named_and_computed_again(tmp_path, 
     eval_file.write_text(stored[eval_file][: len(stored[eval_file]) // 2])
     tune_file.write_text(json.dumps({"points": [{"inflation": 9.0}], "scores": [0.1],
                                      "chosen": {"inflation": 9.0}}))
-    with pytest.warns(train.CacheWarning) as caught:
+    with pytest.warns(cache_lib.CacheWarning) as caught:
         again = run()
-    messages = " | ".join(str(w.message) for w in caught if issubclass(w.category, train.CacheWarning))
+    messages = " | ".join(str(w.message) for w in caught if issubclass(w.category, cache_lib.CacheWarning))
     assert f"damaged comparison cache entry {tune_file}" in messages
     assert f"damaged comparison cache entry {eval_file}" in messages
     # recomputed: the same numbers as the first run, and the files whole again

@@ -141,6 +141,8 @@ def test_a_stored_comparison_reads_back_with_its_tables_and_verdicts(tmp_path, m
     back = er.comparison_from_record(json.loads(json.dumps(entry)))
     assert back.table() == original.table()
     assert back.tuning_table("ETKF") == original.tuning_table("ETKF")
+    # every tuned method's table under its label; the fixed one has none
+    assert original.tuning_tables() == "*ETKF*\n\n" + original.tuning_table("ETKF")
     assert back.verdict("ETKF fixed") == original.verdict("ETKF fixed")
     assert back.difference("ETKF fixed") == original.difference("ETKF fixed")
     assert entry["machine"]["devices"] and entry["versions"]["scoreda"]

@@ -104,3 +104,38 @@ def test_true_model_rows_follow_the_truth():
     model, args, predict = kdv_exp.true_model()
     np.testing.assert_allclose(model(truth[:5], None), truth[5], atol=1e-4)
     np.testing.assert_allclose(predict(truth[None, :5])[0], truth[5], atol=1e-4)
+
+
+def test_paper_methods_are_the_papers_settings_and_the_tuned_baselines():
+    """Chapters 4 and 5's methods: the authors' EnKF has model error sqrt(0.1^2 + SSP MSE)
+    (Tang et al. 2026) and fills unobserved components; the authors' EnSF is their code's
+    setting; a Kalman filter gets a radius axis only where it localises; only the tuned
+    Kalman filters widen; and the cost estimate prices exactly these methods."""
+    from scoreda.experiments import cost, rollout
+
+    grids = dict(eps_b_grid=(0.01, 0.05), inflation_grid=(1.0, 1.1), radius_grid=(4.0, 8.0),
+                 model_error_grid=(0.0, 0.1, 0.2))
+    methods = rollout.paper_methods(0.0525, ensf_steps=50, kalman=("EnKF", "LETKF", "IEnKF"),
+                                    with_authors=True, widen=2, **grids)
+    assert [m.label for m in methods] == ["EnSF", "EnSF (authors' setting)", "EnKF (paper)",
+                                          "EnKF", "LETKF", "IEnKF"]
+    tuned_ensf, authors, paper_enkf, enkf, letkf, ienkf = methods
+    assert paper_enkf.knobs == {"init_std": 10.0, "model_error": pytest.approx(0.25)}  # sqrt(0.01 + 0.0525)
+    assert paper_enkf.wrap is rollout.fill_device and paper_enkf.grid == {}
+    assert authors.knobs == rollout.AUTHORS_ENSF and authors.knobs["n_steps"] == 500
+    assert tuned_ensf.knobs == {"n_steps": 50} and tuned_ensf.widen == 1
+    assert list(enkf.grid) == ["inflation", "model_error"]
+    assert list(letkf.grid) == list(ienkf.grid) == ["inflation", "radius", "model_error"]
+    assert enkf.widen == letkf.widen == 2
+    assert [m.label for m in rollout.paper_methods(0.0, ensf_steps=50, **grids)] == [
+        "EnSF", "EnKF (paper)", "LETKF"]
+    with pytest.raises(ValueError, match="ssp_mse"):
+        rollout.paper_methods(-1.0, ensf_steps=50, **grids)
+    # the estimate's view: LETKF priced at its largest radius, one compiled group per radius
+    assert cost.method_work(letkf) == cost.MethodWork("LETKF", (("radius", 8.0),), 12, 2)
+    assert cost.method_work(enkf) == cost.MethodWork("EnKF", (), 6, 1)
+    assert cost.method_work(paper_enkf) == cost.MethodWork("EnKF", (), 0, 1)
+    assert cost.method_work(authors) == cost.MethodWork(
+        "EnSF", (("n_steps", 500), ("integrator", "euler")), 0, 1)
+    assert cost.method_work(tuned_ensf) == cost.MethodWork(
+        "EnSF", (("n_steps", 50), ("integrator", "exponential")), 2, 1)

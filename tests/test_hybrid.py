@@ -1,4 +1,4 @@
-"""DA inside training (scoreda.hybrid) and what it needs: the periodic convolutional
+"""DA inside training (scoreda.experiments.hybrid) and what it needs: the periodic convolutional
 surrogate, weighted targets, warm starts, valid times, and a resumable loop."""
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scoreda import hybrid
+from scoreda.experiments import hybrid
 from scoreda.surrogates import conv, data, train
 from scoreda.systems import lorenz96 as l96
 
@@ -111,7 +111,7 @@ def test_bad_settings_and_filters_are_refused():
     with pytest.raises(ValueError, match="n_observed"):
         hybrid.Setting("x", d=10, dt=0.05, obs="identity", obs_std=1.0, n_observed=11)
     with pytest.raises(ValueError, match="filter must be one of"):
-        hybrid.make_filter("PF", "identity", 1.0, 10, 0.5, 0.025)
+        hybrid.make_filter("PF", "identity", hybrid.config_for(hybrid.PAPER))
     with pytest.raises(ValueError, match="surrogate's d"):
         hybrid.run(hybrid.PAPER, hybrid.config_for(hybrid.BRAJARD2020), "EnSF", progress=False)
 

@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoreda import _checks, _digest, assimilate, chapters, cli, hybrid
-from scoreda.experiments import compare, records, twin
+from scoreda import _checks, _digest, assimilate, chapters, cli
+from scoreda.cache import CacheWarning
+from scoreda.experiments import compare, hybrid, records, twin
 from scoreda.filters import ensf, gaussian_score, kalman, regression
-from scoreda.surrogates.train import CacheWarning
 from scoreda.systems import lorenz96 as l96
 
 KEY = jax.random.key(0)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scoreda import cache as cache_lib
 from scoreda import assimilate, chapters
 from scoreda.experiments import compare, cost, records, twin
 from scoreda.surrogates import data, lstm, train
@@ -36,9 +37,9 @@ def test_a_window_stride_draws_only_the_thinned_windows_and_keeps_old_cache_keys
     # the default stride leaves the key of an entry trained before the field existed
     plain = train.TrainConfig()
     described = {k: v for k, v in dataclasses.asdict(plain).items() if k != "window_stride"}
-    key, hashed = train.config_key(plain)
+    key, hashed = cache_lib.config_key(plain)
     assert hashed["TrainConfig"] == described
-    assert train.config_key(dataclasses.replace(plain, window_stride=10))[0] != key
+    assert cache_lib.config_key(dataclasses.replace(plain, window_stride=10))[0] != key
     with pytest.raises(ValueError, match="window_stride"):
         train.TrainConfig(window_stride=0)
 

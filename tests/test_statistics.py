@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from scoreda import cache as cache_lib
 from scoreda.experiments import compare, statistics
 
 
@@ -186,8 +187,7 @@ def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
     # alphabetical order must come back as the same tuning, not as a "damaged" entry
     import json
 
-    from scoreda.experiments.compare import store as cache
-    from scoreda.surrogates import train
+    from scoreda.experiments.compare import store
 
     method = compare.Method("EnSF mixture", "EnSF mixture",
                             grid={"kernel_var": (0.002, 0.01, 0.05), "eps_b": (0.005, 0.01, 0.05)})
@@ -195,12 +195,12 @@ def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
                                                   100.0) for p in pts))
     assert len(tuning.grid["kernel_var"]) > 3 and len(tuning.grid["eps_b"]) > 3
     path = tmp_path / "t.json"
-    train.write_json(path, cache._tuning_json(tuning))
+    cache_lib.write_json(path, store._tuning_json(tuning))
     stored = json.loads(path.read_text())
     assert list(stored["grid"]) == ["eps_b", "kernel_var"]  # sorted on disk
-    store = cache._Store.__new__(cache._Store)
-    store.method, store._warning, store.tuning_path = method, UserWarning, path
-    back = store.load_tuning()
+    entry = store._Store.__new__(store._Store)
+    entry.method, entry._warning, entry.tuning_path = method, UserWarning, path
+    back = entry.load_tuning()
     assert back is not None and list(back.grid) == ["kernel_var", "eps_b"]
     assert back.chosen == tuning.chosen
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scoreda import cache as cache_lib
 from scoreda.surrogates import data, evaluate, lstm, train
 from scoreda.systems import lorenz96 as l96
 
@@ -142,7 +143,7 @@ def test_a_cache_entry_of_another_configuration_is_refused():
     stored = json.loads(config_file.read_text())
     stored["TrainConfig"]["epochs"] = 99
     config_file.write_text(json.dumps(stored))
-    with pytest.raises(train.CacheMismatch, match="holds another configuration"):
+    with pytest.raises(cache_lib.CacheMismatch, match="holds another configuration"):
         train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
 
 

@@ -111,6 +111,22 @@ class CycleResult(NamedTuple):
         return not self.late_rmse(last) <= climate_std
 
 
+class StepInputs(NamedTuple):
+    """The scan's inputs at one step (a leading time axis ``T``, and a trial axis ``B``
+    before it in :func:`cycle_batch`): the step index, the step's PRNG key, the true state
+    ``(d,)``, the observation ``y (d,)`` and its ``mask (d,)``, whether the step is analysed,
+    and whether it forecasts (every step but the first). A field is None where another
+    argument carries it (the schedule shared by the trials of a batch)."""
+
+    step: jax.Array | None
+    key: jax.Array | None
+    truth: jax.Array | None
+    y: jax.Array | None
+    mask: jax.Array | None
+    observed: jax.Array | None
+    forecast: jax.Array | None
+
+
 def _current(members):
     return members[:, -1] if members.ndim == 3 else members
 
@@ -170,15 +186,15 @@ def _make_step(model, filter_fn, bound, store_states=True, ensemble_scores=False
 
     def step(carry, inputs, obs_std, model_args, filter_kwargs):
         members, diverged = carry
-        n, key, truth_n, y, mask, observed, do_forecast = inputs
-        k_model, k_filter = jax.random.split(key)
+        n, truth_n = inputs.step, inputs.truth
+        k_model, k_filter = jax.random.split(inputs.key)
 
         def advance(members):
-            members = jax.lax.cond(do_forecast, forecast, lambda m, *_: m, members, k_model,
+            members = jax.lax.cond(inputs.forecast, forecast, lambda m, *_: m, members, k_model,
                                    model_args)
             f_stats = _stats(members, truth_n)
-            members = jax.lax.cond(observed, analyse, lambda m, *_: m, members, k_filter, y, mask,
-                                   obs_std, filter_kwargs)
+            members = jax.lax.cond(inputs.observed, analyse, lambda m, *_: m, members, k_filter,
+                                   inputs.y, inputs.mask, obs_std, filter_kwargs)
             a_stats = _stats(members, truth_n, variance=True, ensemble_scores=ensemble_scores)
             return members, keep(f_names, f_stats), keep(a_names, a_stats)
 
@@ -207,9 +223,9 @@ def _compiled(model, filter_fn, bound, store_states=True, ensemble_scores=False,
     after the first ``n_shared_args`` (which are shared by all trials).
 
     With ``shared_schedule`` the step index, the observed flags and the forecast flags are
-    one ``(T,)`` sequence for all trials (``xs_shared``), so the analysis stays a real
-    conditional under ``vmap`` and runs only at observed steps (a batched predicate would
-    turn it into a select that runs the filter at every step)."""
+    one ``(T,)`` sequence for all trials (``xs_shared``, the other fields of ``xs`` None),
+    so the analysis stays a real conditional under ``vmap`` and runs only at observed steps
+    (a batched predicate would turn it into a select that runs the filter at every step)."""
     chunk = _make_step(model, filter_fn, bound, store_states, ensemble_scores)
     if n_shared_args is None:
         return jax.jit(chunk)
@@ -217,8 +233,8 @@ def _compiled(model, filter_fn, bound, store_states=True, ensemble_scores=False,
     def batched(carry, xs, xs_shared, obs_std, shared_args, trial_args, filter_kwargs):
         def one(carry, xs, obs_std, trial_args, filter_kwargs):
             if shared_schedule:
-                (key, truth, y, mask), (n, observed, do_forecast) = xs, xs_shared
-                xs = (n, key, truth, y, mask, observed, do_forecast)
+                xs = xs._replace(step=xs_shared.step, observed=xs_shared.observed,
+                                 forecast=xs_shared.forecast)
             return chunk(carry, xs, obs_std, tuple(shared_args) + tuple(trial_args), filter_kwargs)
 
         return jax.vmap(one)(carry, xs, obs_std, trial_args, filter_kwargs)
@@ -320,25 +336,14 @@ def cycle(
                      [(jnp.asarray(observations.std, compute_dtype), filter_kwargs)])
 
     step_chunk = _compiled(model, filter, float(divergence_bound), bool(store_states))
-    xs_all = _inputs(key, truth, observations, schedule, compute_dtype)
-    # equal chunks, the last padded with steps that neither forecast nor observe (the members
-    # stay as they are, so the final ensemble is the last real step's): one compiled length
-    length, n_padded = _even_chunks(n_steps, chunk)
-    xs_all = _pad_steps(xs_all, n_padded - n_steps)
-    carry = (ensemble0, jnp.asarray(-1, dtype=jnp.int32))
-    outputs = []
-    bar = tqdm(total=n_steps, desc="cycling", unit="step", disable=not progress)
-    for start in range(0, n_padded, length):
-        xs = jax.tree.map(lambda a: a[start:start + length], xs_all)
-        carry, out = step_chunk(carry, xs, jnp.asarray(observations.std, compute_dtype),
-                                tuple(model_args), filter_kwargs)
-        outputs.append(out)
-        bar.update(min(length, n_steps - start))
-        if int(carry[1]) >= 0:
-            break
-    bar.close()
-    f_stats, a_stats = ({k: v[:n_steps] for k, v in stats.items()}
-                        for stats in _concatenate(outputs, n_padded, axis=0))
+    obs_std = jnp.asarray(observations.std, compute_dtype)
+    # the padded steps neither forecast nor observe: the members stay as they are, so the
+    # final ensemble is the last real step's
+    carry, f_stats, a_stats = _run_chunks(
+        lambda carry, xs: step_chunk(carry, xs, obs_std, tuple(model_args), filter_kwargs),
+        (ensemble0, jnp.asarray(-1, dtype=jnp.int32)),
+        _inputs(key, truth, observations, schedule, compute_dtype), n_steps, chunk,
+        batched=False, desc="cycling", progress=progress)
     f_rmse, a_rmse = f_stats["rmse"], a_stats["rmse"]
     diverged = int(carry[1])
     diverged = -1 if diverged >= n_steps else diverged  # idle padding cannot diverge; a guard
@@ -465,12 +470,12 @@ def _extreme_settings(obs_std, filter_kwargs) -> list:
     return [first, pick(jnp.min), pick(jnp.max)]
 
 
-def _inputs(key, truth, observations, schedule, compute_dtype):
-    """The per-step inputs of the scan: step index, key, truth, y, mask, observed, forecast?"""
+def _inputs(key, truth, observations, schedule, compute_dtype) -> StepInputs:
+    """The scan's inputs of ``T`` steps (:class:`StepInputs`)."""
     n_steps = truth.shape[0]
-    return (jnp.arange(n_steps), jax.random.split(key, n_steps), truth.astype(compute_dtype),
-            observations.values.astype(compute_dtype), observations.mask, schedule,
-            jnp.arange(n_steps) > 0)
+    return StepInputs(jnp.arange(n_steps), jax.random.split(key, n_steps),
+                      truth.astype(compute_dtype), observations.values.astype(compute_dtype),
+                      observations.mask, schedule, jnp.arange(n_steps) > 0)
 
 
 def _even_chunks(n_steps: int, chunk: int) -> tuple[int, int]:
@@ -481,19 +486,46 @@ def _even_chunks(n_steps: int, chunk: int) -> tuple[int, int]:
     return length, n_chunks * length
 
 
-def _pad_steps(xs, n_pad: int):
+def _pad_steps(xs: StepInputs, n_pad: int) -> StepInputs:
     """:func:`_inputs` of ``T`` steps extended by ``n_pad`` idle steps that neither forecast
     nor observe (the last truth and key repeated, step indices continued): the members leave
     them unchanged, and their outputs are dropped."""
     if n_pad == 0:
         return xs
-    step, keys, truth, y, mask, observed, do_forecast = xs
     repeat = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n_pad, axis=0)])
-    return (jnp.concatenate([step, step[-1] + 1 + jnp.arange(n_pad, dtype=step.dtype)]),
-            repeat(keys), repeat(truth), jnp.concatenate([y, jnp.zeros((n_pad,) + y.shape[1:], y.dtype)]),
-            jnp.concatenate([mask, jnp.zeros((n_pad,) + mask.shape[1:], bool)]),
-            jnp.concatenate([observed, jnp.zeros(n_pad, bool)]),
-            jnp.concatenate([do_forecast, jnp.zeros(n_pad, bool)]))
+    zeros = lambda a: jnp.concatenate([a, jnp.zeros((n_pad,) + a.shape[1:], a.dtype)])
+    return StepInputs(
+        jnp.concatenate([xs.step, xs.step[-1] + 1 + jnp.arange(n_pad, dtype=xs.step.dtype)]),
+        repeat(xs.key), repeat(xs.truth), zeros(xs.y), zeros(xs.mask), zeros(xs.observed),
+        zeros(xs.forecast))
+
+
+def _run_chunks(run_chunk, carry, xs_all: StepInputs, n_steps: int, chunk: int, *,
+                batched: bool, desc: str, progress: bool):
+    """The driver shared by :func:`cycle` and :func:`cycle_batch`: the ``T`` steps of
+    ``xs_all`` (time on axis 1 when ``batched``, else 0) cut into equal chunks, the last
+    padded with idle steps (:func:`_pad_steps`: one compiled scan length, not two), each run
+    by ``run_chunk(carry, xs) -> (carry, (forecast stats, analysis stats))`` with a progress
+    bar; stops once every cycle has diverged (``carry[1] >= 0``). Returns the last carry and
+    the stats of the ``T`` real steps (NaN, ranks 0, for steps not run)."""
+    length, n_padded = _even_chunks(n_steps, chunk)
+    pad = functools.partial(_pad_steps, n_pad=n_padded - n_steps)
+    xs_all = jax.vmap(pad)(xs_all) if batched else pad(xs_all)
+    axis = 1 if batched else 0
+    outputs = []
+    bar = tqdm(total=n_steps, desc=desc, unit="step", disable=not progress)
+    for start in range(0, n_padded, length):
+        window = (slice(None),) * axis + (slice(start, start + length),)
+        carry, out = run_chunk(carry, jax.tree.map(lambda a: a[window], xs_all))
+        outputs.append(out)
+        bar.update(min(length, n_steps - start))
+        if bool(jnp.all(carry[1] >= 0)):
+            break
+    bar.close()
+    real = (slice(None),) * axis + (slice(None, n_steps),)
+    f_stats, a_stats = ({k: v[real] for k, v in stats.items()}
+                        for stats in _concatenate(outputs, n_padded, axis=axis))
+    return carry, f_stats, a_stats
 
 
 def _concatenate(outputs, n_steps, axis):
@@ -621,29 +653,19 @@ def cycle_batch(
                            n_shared_args=len(model_args), shared_schedule=shared)
     xs_all = jax.vmap(lambda k, t, o: _inputs(k, t, o, o.observed, compute_dtype))(
         keys, truth, observations._replace(std=obs_std))
-    # equal chunks, the last padded with idle steps: one compiled scan length, not two
-    length, n_padded = _even_chunks(n_steps, chunk)
-    xs_all = jax.vmap(lambda xs: _pad_steps(xs, n_padded - n_steps))(xs_all)
-    xs_shared = ()
-    if shared:  # one schedule for all: (step, observed, forecast) unbatched
-        n_idx, k_all, t_all, y_all, m_all, o_all, f_all = xs_all
-        xs_all, xs_shared = (k_all, t_all, y_all, m_all), (n_idx[0], o_all[0], f_all[0])
-    carry = (ensemble0, jnp.full((n_batch,), -1, dtype=jnp.int32))
-    outputs = []
-    bar = tqdm(total=n_steps, desc=f"cycling {n_batch} runs", unit="step", disable=not progress)
-    for start in range(0, n_padded, length):
-        xs = jax.tree.map(lambda a: a[:, start:start + length], xs_all)
-        xs_s = jax.tree.map(lambda a: a[start:start + length], xs_shared)
-        carry, out = step_chunk(carry, xs, xs_s, obs_std, tuple(model_args), trial_model_args,
-                                filter_kwargs)
-        outputs.append(out)
-        bar.update(min(length, n_steps - start))
-        if bool(jnp.all(carry[1] >= 0)):
-            break
-    bar.close()
-    f_stats, a_stats = (
-        {k: v[:, :n_steps] for k, v in stats.items()}
-        for stats in _concatenate(outputs, n_padded, axis=1))
+
+    def run_chunk(carry, xs):
+        xs_shared = None
+        if shared:  # one schedule for all: (step, observed, forecast) unbatched
+            xs_shared = StepInputs(xs.step[0], None, None, None, None, xs.observed[0],
+                                   xs.forecast[0])
+            xs = xs._replace(step=None, observed=None, forecast=None)
+        return step_chunk(carry, xs, xs_shared, obs_std, tuple(model_args), trial_model_args,
+                          filter_kwargs)
+
+    carry, f_stats, a_stats = _run_chunks(
+        run_chunk, (ensemble0, jnp.full((n_batch,), -1, dtype=jnp.int32)), xs_all, n_steps,
+        chunk, batched=True, desc=f"cycling {n_batch} runs", progress=progress)
     diverged = np.asarray(carry[1])
     diverged = np.where(diverged >= n_steps, -1, diverged)  # only in the padding: not a divergence
     return BatchResult(f_stats["rmse"], a_stats["rmse"], f_stats["spread"], a_stats["spread"],

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import scoreda
+from scoreda import cache
 from scoreda.chapters import effective_parameters, validate
 from scoreda.glued import _json_number, _nan_names, describe_values, glued_values
 
@@ -110,13 +111,6 @@ def _now() -> str:
 
 
 
-def _write(path: Path, payload) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-
 def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: bool = False,
                  resume: bool = False, progress: bool = True) -> Path:
     """Execute ``path`` with ``overrides`` into ``folder`` (see the module docstring)."""
@@ -153,7 +147,7 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
         record["earlier_attempts"] = previous.get("earlier_attempts", []) + [
             {k: previous[k] for k in ("started", "ended", "status") if k in previous}
             | {"commit": previous.get("versions", {}).get("commit")}]
-    _write(record_file, record)
+    cache.write_json(record_file, record)
     restore = _sigterm_as_interrupt()
     try:
         local = {"kernel_manager_class": _local_kernel_manager()} if os.name == "posix" else {}
@@ -164,10 +158,10 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
                                    cwd=str(path.parent), kernel_name="python3",
                                    progress_bar=progress, **local, **echo)
     except KeyboardInterrupt:
-        _write(record_file, record | {"status": "interrupted", "ended": _now()})
+        cache.write_json(record_file, record | {"status": "interrupted", "ended": _now()})
         raise
     except BaseException as error:
-        _write(record_file, record | {"status": "failed", "ended": _now(),
+        cache.write_json(record_file, record | {"status": "failed", "ended": _now(),
                                       "error": f"{type(error).__name__}: {str(error)[-4000:]}"})
         raise
     finally:
@@ -187,8 +181,8 @@ def run_notebook(path: Path, overrides: dict[str, Any], folder: Path, *, force: 
             print(f"scoreda: {path.stem}: {len(missing)} of {n_numbers} numbers are NaN (a method "
                   f"that diverged in every trial, or an empty average): {', '.join(missing)}",
                   file=sys.stderr)
-    _write(record_file, record)
-    _write(folder / "results.json", {
+    cache.write_json(record_file, record)
+    cache.write_json(folder / "results.json", {
         "notebook": path.name, "parameters": overrides, "versions": record["versions"],
         "values": {k: _json_number(v) for k, v in values.items()},
         "about": describe_values(path, values)})

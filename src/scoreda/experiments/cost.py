@@ -103,11 +103,11 @@ def remembered(function: Callable) -> Callable:
     @functools.lru_cache(maxsize=None)
     @functools.wraps(function)
     def measured(*args):
-        from scoreda.surrogates import train
+        from scoreda import cache
 
         described = [a.name if hasattr(a, "true_step") else a for a in args]  # a system: its name
         key = json.dumps([function.__name__, repr(described), machine_fingerprint()], sort_keys=True)
-        entry = train.cache_dir() / "calibration" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+        entry = cache.cache_dir() / "calibration" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
         try:
             return float(json.loads(entry.read_text())["value"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -118,7 +118,7 @@ def remembered(function: Callable) -> Callable:
             return value
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            train.write_json(entry, {"value": value, "key": key})
+            cache.write_json(entry, {"value": value, "key": key})
         except OSError:
             pass
         return value
@@ -213,17 +213,37 @@ def _grid(*axes) -> int:
     return int(np.prod([len(a) for a in axes]))
 
 
+#: the knobs that set an analysis's cost (the rest are values, not work)
+_COST_KNOBS = ("n_steps", "integrator", "radius")
+
+
+def method_work(method) -> MethodWork:
+    """What a :class:`~scoreda.experiments.compare.Method` costs: its filter; its knobs among
+    :data:`_COST_KNOBS` (fixed, else the registry's default; a tuned one at the grid's most
+    expensive value, its largest); the points of its grid; and the static groups they fall
+    into (one per value of each of the filter's static knobs on the grid)."""
+    from scoreda.filters import registry
+
+    spec = registry.get(method.filter)
+    settings = dict(spec.knobs) | dict(method.knobs)
+    knobs = tuple((k, max(method.grid[k]) if k in method.grid else settings[k])
+                  for k in _COST_KNOBS if k in spec.knobs)
+    points = _grid(*method.grid.values()) if method.grid else 0
+    groups = _grid(*(method.grid[k] for k in spec.static if k in method.grid))
+    return MethodWork(method.filter, knobs, points, groups)
+
+
 def _methods(p: Mapping, with_authors: bool, tuned_kalman=("LETKF",)) -> list[MethodWork]:
-    """The methods of chapters 4 and 5's ``methods_for``: tuned EnSF, the authors' EnSF
-    (where run), the authors' EnKF and the tuned Kalman filters (``tuned_kalman``)."""
-    localised = lambda name: MethodWork(name, (("radius", max(p["radius_grid"])),),
-                                        _grid(p["inflation_grid"], p["radius_grid"],
-                                              p["model_error_grid"]), len(p["radius_grid"]))
-    kalman = {"EnKF": MethodWork("EnKF", (), _grid(p["inflation_grid"], p["model_error_grid"]))} | {
-        name: localised(name) for name in ("LETKF", "IEnKF", "LETKF-tan")}
-    return ([MethodWork("EnSF", _tuned_ensf(p), len(p["eps_b_grid"]))]
-            + ([MethodWork("EnSF", AUTHORS_ENSF, 0)] if with_authors else [])
-            + [MethodWork("EnKF", (), 0)] + [kalman[k] for k in tuned_kalman])
+    """The methods of chapters 4 and 5 (:func:`scoreda.experiments.rollout.paper_methods`,
+    every one of ``tuned_kalman`` included), priced by :func:`method_work`."""
+    from scoreda.experiments import rollout
+
+    methods = rollout.paper_methods(
+        0.0, ensf_steps=p["ensf_steps"], eps_b_grid=p["eps_b_grid"],
+        inflation_grid=p["inflation_grid"], radius_grid=p["radius_grid"],
+        model_error_grid=p["model_error_grid"], kalman=tuple(tuned_kalman),
+        with_authors=with_authors)
+    return [method_work(m) for m in methods]
 
 
 def _tuned_ensf(p: Mapping) -> tuple:

@@ -265,10 +265,10 @@ def read_record(path) -> dict:
 def _write(path, record: dict) -> None:
     from pathlib import Path
 
-    from scoreda.surrogates import train
+    from scoreda import cache
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    train.write_json(Path(path), record)
+    cache.write_json(Path(path), record)
 
 
 def record_final_rmse(path, config: ReferenceConfig, seeds, *, progress: bool = True) -> dict:

@@ -10,7 +10,8 @@ an observation network into a case of the comparison harness
 (:mod:`scoreda.experiments.compare`), which cycles an ensemble of rollouts, each corrected
 at every observed step and the analysis fed back as the surrogate's newest input, for every
 filter; :func:`fill_device` is the authors' treatment of unobserved components for their
-EnKF; :func:`true_model` gives the exact model as the reference row.
+EnKF; :func:`true_model` gives the exact model as the reference row; :func:`paper_methods`
+the methods both experiments compare (the authors' settings among them).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from scoreda import _checks, assimilate, observe
+from scoreda import _checks, observe
 from scoreda.experiments import compare
 
 class System(NamedTuple):
@@ -158,3 +160,47 @@ def case(system: System, model_fn: Callable, model_args: tuple, config: DAConfig
     return compare.Case(name, make_trial, model_fn, "arctan", model_args=tuple(model_args),
                         burn_in=burn_in, init_std=config.init_std, climate_std=climate_std,
                         cache_key=key)
+
+
+#: the authors' EnSF (their code's setting, Tang et al. 2026): Euler-Maruyama in 500 steps
+#: from the standard normal, eps_a = 1, eps_b = 0 and a kernel variance of 0.0946
+AUTHORS_ENSF = {"eps_a": 1.0, "eps_b": 0.0, "kernel_var": 0.0946, "n_steps": 500,
+                "integrator": "euler", "start": "standard"}
+
+
+def paper_methods(ssp_mse: float, *, ensf_steps: int, eps_b_grid, inflation_grid, radius_grid,
+                  model_error_grid, kalman=("LETKF",), with_authors: bool = False,
+                  widen: int = 1) -> list[compare.Method]:
+    r"""The methods of the paper's experiments (chapters 4 and 5), in the order of their
+    tables:
+
+    * ``"EnSF"``: the score filter with ``ensf_steps`` steps of the exponential integrator,
+      tuned over ``eps_b_grid``;
+    * ``"EnSF (authors' setting)"`` (when ``with_authors``): :data:`AUTHORS_ENSF`, fixed;
+    * ``"EnKF (paper)"``: the authors' EnKF, fixed: initial spread 10, model error
+      :math:`\sqrt{0.1^2 + \mathrm{SSP\ MSE}}` (``ssp_mse``, the surrogate's single-step mean
+      squared error) and the unobserved components filled with the forecast mean
+      (:func:`fill_device`);
+    * one tuned method per name of ``kalman`` (registry names, e.g. ``"EnKF"``,
+      ``"LETKF"``, ``"IEnKF"``, ``"LETKF-tan"``), over ``inflation_grid`` x
+      ``model_error_grid``, and ``radius_grid`` where the filter localises; each may widen
+      its grid ``widen`` times.
+    """
+    from scoreda.filters import registry
+
+    _checks.non_negative("ssp_mse", ssp_mse)
+    methods = [compare.Method("EnSF", "EnSF", knobs={"n_steps": ensf_steps},
+                              grid={"eps_b": eps_b_grid})]
+    if with_authors:
+        methods.append(compare.Method("EnSF (authors' setting)", "EnSF", grid={},
+                                      knobs=dict(AUTHORS_ENSF)))
+    methods.append(compare.Method(
+        "EnKF (paper)", "EnKF", grid={}, wrap=fill_device,
+        knobs={"init_std": 10.0, "model_error": float(np.sqrt(0.1**2 + ssp_mse))}))
+    for name in kalman:
+        grid = {"inflation": inflation_grid}
+        if "radius" in registry.get(name).knobs:
+            grid["radius"] = radius_grid
+        grid["model_error"] = model_error_grid
+        methods.append(compare.Method(name, name, grid=grid, widen=widen))
+    return methods

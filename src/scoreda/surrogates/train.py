@@ -14,13 +14,13 @@ split, early stopping, progress, orbax checkpoints, and a cache keyed by the con
   same configuration loads the result, an interrupted one resumes at its last epoch, and an
   entry is never reused for, or overwritten by, a different configuration;
 * is safe against concurrent and broken runs: an entry is used under an OS lock
-  (:func:`entry_lock`; a second process waits, then loads what the first trained), is
+  (:func:`~scoreda.cache.entry_lock`; a second process waits, then loads what the first trained), is
   complete only when its marker ``done.json``, written last, agrees with its history, and
   a damaged entry (unreadable JSON or checkpoint, a history that disagrees with the
   checkpoints) is never loaded: it is resumed from its last sound epoch, or moved to
-  ``<key>.damaged`` and trained again, with a :class:`CacheWarning` naming it.
+  ``<key>.damaged`` and trained again, with a :class:`~scoreda.cache.CacheWarning` naming it.
 
-The cache lives in ``$SCOREDA_CACHE`` (default ``~/.cache/scoreda``). Entries hold only
+The cache (:mod:`scoreda.cache`) lives in ``$SCOREDA_CACHE`` (default ``~/.cache/scoreda``). Entries hold only
 orbax array checkpoints and JSON, never pickles.
 """
 
@@ -29,22 +29,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
-import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no entry locks
-    fcntl = None
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +43,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-import scoreda
 from scoreda import _checks
+from scoreda import cache as cache_lib
 from scoreda.surrogates import data as data_lib
 from scoreda.surrogates import conv, deeponet, lstm
 
@@ -81,6 +70,10 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     window_stride: int = 1
+
+    #: left out of the cache key at its default (:func:`scoreda.cache.config_key`):
+    #: ``window_stride`` came after entries were cached, and they keep their keys
+    KEY_OMITS_AT_DEFAULT: ClassVar[dict] = {"window_stride": 1}
 
     def __post_init__(self):
         _checks.integer("epochs", self.epochs, 1)
@@ -123,192 +116,9 @@ class TrainedSurrogate(NamedTuple):
     loaded: bool
 
 
-class CacheMismatch(RuntimeError):
-    """A cache entry exists under the key but holds a different configuration."""
-
-
-class DamagedEntry(RuntimeError):
-    """A cache entry whose files cannot be trusted; the message names the entry and what is
-    wrong. :func:`train` sets such an entry aside and trains it again."""
-
-    def __init__(self, entry: Path, problem: str):
-        super().__init__(f"cache entry {entry}: {problem}")
-        self.entry, self.problem = entry, problem
-
-
-class CacheWarning(UserWarning):
-    """A damaged cache entry (or a part of it) was found, set aside and is computed again."""
-
-
-_log = logging.getLogger(__name__)
-_LOCK = ".lock"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SCOREDA_CACHE", Path.home() / ".cache" / "scoreda"))
-
-
-def config_key(*configs, **extra) -> tuple[str, dict]:
-    """A stable hash of dataclass configurations, JSON-able ``extra`` entries and the package
-    version; returns the hash and the dict that was hashed."""
-    described = {type(c).__name__: _described(c) for c in configs} | extra
-    described["scoreda_version"] = scoreda.__version__
-    text = json.dumps(described, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20], described
-
-
-#: fields added after entries were cached, left out of the key at these defaults so that
-#: the entries trained before them keep their keys
-_KEY_OMITS_AT_DEFAULT = {"TrainConfig": {"window_stride": 1}}
-
-
-def _described(obj):
-    """``dataclasses.asdict``, nested configurations included, without the fields of
-    :data:`_KEY_OMITS_AT_DEFAULT` that hold their default."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        omit = _KEY_OMITS_AT_DEFAULT.get(type(obj).__name__, {})
-        return {f.name: _described(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.name in omit and getattr(obj, f.name) == omit[f.name])}
-    if isinstance(obj, (list, tuple)):
-        return [_described(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _described(v) for k, v in obj.items()}
-    return obj
-
-
-def _tree_digest(tree) -> str:
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        if jnp.issubdtype(jnp.asarray(leaf).dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)  # a typed PRNG key: hash its raw data
-        digest.update(np.asarray(leaf).tobytes())
-    return digest.hexdigest()[:20]
-
-
 def parameters_digest(model) -> str:
     """A hash of a model's arrays (parameters and statistics), to key warm-started training."""
-    return _tree_digest(nnx.state(model))
-
-
-_HELD = threading.local()  # the entries this thread holds (the lock is not re-entrant)
-
-
-@contextlib.contextmanager
-def entry_lock(path: Path):
-    """Hold the cache entry ``path`` exclusively: an OS lock (``flock``) on ``path/.lock``,
-    released when the block ends or the process dies. A second holder (another process or
-    thread) waits, and says so in a log line naming the entry. The lock is not re-entrant:
-    asking again for an entry this thread holds raises ``RuntimeError`` instead of waiting
-    for ever. Without ``fcntl`` (not POSIX), or in a cache that cannot be written (a
-    read-only copy), there is no lock."""
-    path = Path(path).absolute()
-    held = _HELD.__dict__.setdefault("paths", set())
-    if path in held:
-        raise RuntimeError(f"the cache entry {path} is already held by this thread "
-                           "(entry_lock is not re-entrant)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        handle = open(path / _LOCK, "a") if fcntl is not None else None
-    except OSError as err:
-        _log.warning("no lock for the cache entry %s (%s): reading it unlocked", path, err)
-        handle = None
-    held.add(path)
-    try:
-        if handle is None:
-            yield
-            return
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                _log.warning("waiting for the cache entry %s: another process is working on it",
-                             path)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-    finally:
-        held.discard(path)
-
-
-def read_json(entry: Path, name: str):
-    """The JSON file ``entry/name``, None when absent; :class:`DamagedEntry` (naming the file)
-    when it cannot be read."""
-    file = entry / name
-    if not file.exists():
-        return None
-    try:
-        return json.loads(file.read_text())
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        # (an OSError, e.g. no permission, is not damage: it propagates)
-        raise DamagedEntry(entry, f"{name} is not valid JSON ({_brief(err)})") from err
-
-
-def claim_entry(path: Path, described: dict, what: str = "cache entry") -> None:
-    """Create the cache entry ``path`` for the configuration ``described``, or check that an
-    existing one holds exactly it (:class:`CacheMismatch` otherwise; :class:`DamagedEntry`
-    when its ``config.json`` is unreadable)."""
-    path.mkdir(parents=True, exist_ok=True)
-    stored = read_json(path, "config.json")
-    if stored is None:
-        write_json(path / "config.json", described)
-    elif stored != json.loads(json.dumps(described, sort_keys=True)):
-        raise CacheMismatch(f"{what} {path} holds another configuration; remove it")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(binary file)`` into a uniquely named temporary file in ``path``'s folder,
-    flushed to disk, then renamed over ``path``: a reader sees the old file or the whole new
-    one, never a part. The file gets the usual permissions (umask), not mkstemp's 0600."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, payload) -> None:
-    """Write JSON atomically (a temporary file flushed to disk, then renamed over ``path``)."""
-    text = json.dumps(payload, indent=1, sort_keys=True).encode()
-    _write_atomic(path, lambda handle: handle.write(text))
-
-
-def write_npz(path: Path, arrays: dict) -> None:
-    """Write numpy arrays as one ``.npz`` atomically, as :func:`write_json` does."""
-    _write_atomic(path, lambda handle: np.savez(handle, **arrays))
-
-
-def _brief(err: Exception) -> str:
-    """The error's type and the start of its message (tensorstore's run to pages)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
-
-
-def _set_aside(path: Path) -> Path:
-    """Move the entry's files (not its lock) to ``<path>.damaged``, replacing an older one."""
-    aside = path.with_name(path.name + ".damaged")
-    shutil.rmtree(aside, ignore_errors=True)
-    aside.mkdir()
-    for child in path.iterdir():
-        if child.name != _LOCK:
-            child.rename(aside / child.name)
-    return aside
+    return cache_lib.tree_digest(nnx.state(model))
 
 
 def _history(entry: Path, progress) -> tuple[list, list]:
@@ -322,9 +132,9 @@ def _history(entry: Path, progress) -> tuple[list, list]:
         [float(h["val_loss"]) for h in history]
         digests = progress.get("digests") or [None] * len(history)
     except (KeyError, TypeError, ValueError) as err:
-        raise DamagedEntry(entry, f"progress.json is malformed ({_brief(err)})") from err
+        raise cache_lib.DamagedEntry(entry, f"progress.json is malformed ({cache_lib.brief(err)})") from err
     if epochs != list(range(len(history))) or len(digests) != len(history):
-        raise DamagedEntry(entry, f"progress.json's history runs over epochs {epochs}, not "
+        raise cache_lib.DamagedEntry(entry, f"progress.json's history runs over epochs {epochs}, not "
                                   f"0..{len(history) - 1} with one checkpoint digest each")
     return history, digests
 
@@ -333,8 +143,8 @@ def _marker_problem(path: Path, n_epochs: int) -> str | None:
     """What is wrong with the entry's ``done.json`` when ``n_epochs`` epochs are sound; None
     when it is absent or agrees."""
     try:
-        done = read_json(path, "done.json")
-    except DamagedEntry as err:
+        done = cache_lib.read_json(path, "done.json")
+    except cache_lib.DamagedEntry as err:
         return err.problem
     if done is not None and (not isinstance(done, dict) or done.get("epochs_run") != n_epochs):
         return f"done.json does not count the {n_epochs} sound epochs"
@@ -349,18 +159,18 @@ def _restore(path: Path, manager, target):
     checkpoint of the last epoch kept restores and matches the digest recorded for it.
     Checkpoints after that epoch are deleted and the history is cut there (a warning names
     what was wrong); a ``done.json`` that is unreadable or disagrees with the history is
-    removed. :class:`DamagedEntry` when epochs were recorded but none is sound.
+    removed. :class:`~scoreda.cache.DamagedEntry` when epochs were recorded but none is sound.
     """
-    history, digests = _history(path, read_json(path, "progress.json"))
+    history, digests = _history(path, cache_lib.read_json(path, "progress.json"))
     steps = sorted(manager.all_steps(), reverse=True)
     problems, state, sound = [], None, -1
     for step in (s for s in steps if s < len(history)):
         try:
             restored = manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as err:  # orbax / tensorstore raise many kinds
-            problems.append(f"checkpoint {step} cannot be restored ({_brief(err)})")
+            problems.append(f"checkpoint {step} cannot be restored ({cache_lib.brief(err)})")
             continue
-        if digests[step] is not None and _tree_digest(restored) != digests[step]:
+        if digests[step] is not None and cache_lib.tree_digest(restored) != digests[step]:
             problems.append(f"checkpoint {step} differs from the digest progress.json recorded")
             continue
         state, sound = restored, step
@@ -372,7 +182,7 @@ def _restore(path: Path, manager, target):
     marker = _marker_problem(path, len(history))
     problems += [marker] if marker else []
     if state is None and problems:
-        raise DamagedEntry(path, "; ".join(problems))
+        raise cache_lib.DamagedEntry(path, "; ".join(problems))
     for step in steps:
         if step > sound:
             manager.delete(step)
@@ -382,33 +192,33 @@ def _restore(path: Path, manager, target):
         return None
     if problems:
         warnings.warn(f"damaged cache entry {path}: {'; '.join(problems)}; resuming from epoch {sound}",
-                      CacheWarning, stacklevel=4)
+                      cache_lib.CacheWarning, stacklevel=4)
     return history, digests, state
 
 
 def _open_entry(path: Path, described: dict, target):
     """Claim ``path`` (held under :func:`entry_lock`) and restore its last sound epoch: returns
     the checkpoint manager and :func:`_restore`'s answer. A damaged entry is moved to
-    ``<path>.damaged`` with a :class:`CacheWarning` naming it and what is wrong, and started
+    ``<path>.damaged`` with a :class:`~scoreda.cache.CacheWarning` naming it and what is wrong, and started
     afresh."""
     for attempt in range(2):
         manager = None
         try:
-            claim_entry(path, described)
+            cache_lib.claim_entry(path, described)
             try:
                 manager = ocp.CheckpointManager(path / "checkpoints",
                                                 options=ocp.CheckpointManagerOptions(max_to_keep=2))
             except Exception as err:  # orbax raises many kinds
-                raise DamagedEntry(path, f"its checkpoints cannot be opened ({_brief(err)})") from err
+                raise cache_lib.DamagedEntry(path, f"its checkpoints cannot be opened ({cache_lib.brief(err)})") from err
             return manager, _restore(path, manager, target)
-        except DamagedEntry as err:
+        except cache_lib.DamagedEntry as err:
             if manager is not None:
                 manager.close()
             if attempt:
                 raise
-            aside = _set_aside(path)
+            aside = cache_lib.set_aside(path)
             warnings.warn(f"damaged {err}; moved it to {aside} and training it again",
-                          CacheWarning, stacklevel=3)
+                          cache_lib.CacheWarning, stacklevel=3)
 
 
 def _statistics(trajectories: data_lib.Trajectories):
@@ -435,9 +245,9 @@ def _make_steps(graphdef, statics, learning_rate: float, window: int):
     """The optimiser and the jitted training and validation passes of one architecture,
     non-parameter state (normalisation statistics, held as compile-time constants),
     learning rate and window. Kept for reuse: the warm-started retrainings of
-    :mod:`scoreda.hybrid` keep their statistics, so they share one compilation instead of
+    :mod:`scoreda.experiments.hybrid` keep their statistics, so they share one compilation instead of
     compiling the same program again for every retraining."""
-    key = (graphdef, _tree_digest(statics), float(learning_rate), int(window),
+    key = (graphdef, cache_lib.tree_digest(statics), float(learning_rate), int(window),
            tuple((np.shape(a), str(jnp.asarray(a).dtype)) for a in jax.tree.leaves(statics)))
     with _STEPS_LOCK:
         if key not in _STEPS:
@@ -511,7 +321,7 @@ def train(
     complete when its ``done.json`` (written last) agrees with its history; each epoch is
     recorded as an orbax checkpoint, then ``progress.json`` (history and a digest of the
     checkpoint), both atomic. A damaged entry is never loaded: it is resumed from its last
-    sound epoch, or set aside and trained again, with a :class:`CacheWarning` naming it.
+    sound epoch, or set aside and trained again, with a :class:`~scoreda.cache.CacheWarning` naming it.
     """
     if model_config.d != data_config.d:
         raise ValueError(f"the surrogate's d ({model_config.d}) differs from the data's d ({data_config.d})")
@@ -520,9 +330,9 @@ def train(
         if getattr(initial_model, "config", None) != model_config:
             raise ValueError("initial_model must have the architecture model_config describes")
         extra["initial_model"] = parameters_digest(initial_model)
-    key, described = config_key(data_config, model_config, train_config, **extra)
-    path = (cache_dir() / "surrogates" / key).absolute()
-    with entry_lock(path) if cache else contextlib.nullcontext(), contextlib.ExitStack() as on_exit:
+    key, described = cache_lib.config_key(data_config, model_config, train_config, **extra)
+    path = (cache_lib.cache_dir() / "surrogates" / key).absolute()
+    with cache_lib.entry_lock(path) if cache else contextlib.nullcontext(), contextlib.ExitStack() as on_exit:
         if trajectories is None:
             trajectories = data_lib.make(data_config)
         train_set, val_set = _split(trajectories, train_config.val_fraction, train_config.seed)
@@ -552,7 +362,7 @@ def train(
                 start_epoch = len(history)
                 if bad >= train_config.patience or start_epoch >= train_config.epochs:
                     if not (path / "done.json").exists():
-                        write_json(path / "done.json", {"epochs_run": start_epoch, "best_val_loss": best_val})
+                        cache_lib.write_json(path / "done.json", {"epochs_run": start_epoch, "best_val_loss": best_val})
                     return TrainedSurrogate(nnx.merge(graphdef, best["params"], statics), history, path, True)
 
         window = model_config.window
@@ -596,12 +406,12 @@ def train(
                 state = {"params": params, "opt_state": opt_state, "best_params": best["params"]}
                 manager.save(epoch, args=ocp.args.StandardSave(state))
                 manager.wait_until_finished()
-                digests.append(_tree_digest(state))
-                write_json(path / "progress.json", {"history": history, "digests": digests,
+                digests.append(cache_lib.tree_digest(state))
+                cache_lib.write_json(path / "progress.json", {"history": history, "digests": digests,
                                                      "best_val_loss": best["val_loss"],
                                                      "bad_epochs": best["bad"]})
                 if stop:  # the marker of a complete entry, written last
-                    write_json(path / "done.json", {"epochs_run": epoch + 1,
+                    cache_lib.write_json(path / "done.json", {"epochs_run": epoch + 1,
                                                      "best_val_loss": best["val_loss"]})
             if stop or (stop_after is not None and epoch + 1 - start_epoch >= stop_after):
                 break

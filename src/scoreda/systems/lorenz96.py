@@ -147,6 +147,16 @@ def initial_states(
     return jax.random.uniform(key, tuple(shape) + (d,), minval=low, maxval=high)
 
 
+def attractor_states(key: jax.Array, d: int, n: int, dt: float, forcing: float = FORCING,
+                     spinup_time: float = 20.0) -> jax.Array:
+    """``n`` states on the attractor, ``(n, d)``: :func:`initial_states` (uniform in [7, 9])
+    run for ``spinup_time`` time units (``round(spinup_time / dt)`` RK4 steps of ``dt``)."""
+    _checks.integer("n", n, 1)
+    x0 = initial_states(key, d, (n,))
+    n_spin = int(round(spinup_time / dt))
+    return trajectory(x0, n_spin, dt, forcing, save_every=n_spin)[:, -1]
+
+
 def dataset(
     key: jax.Array,
     n_trajectories: int,

@@ -219,6 +219,12 @@ class Comparison:
                      "goes to fewer divergences, the given grid, then the interior.")
         return "\n".join(lines) + note
 
+    def tuning_tables(self, digits: int = 3) -> str:
+        """:meth:`tuning_table` of every tuned method (those with a grid), each under its
+        label in italics, as one Markdown block (empty when no method was tuned)."""
+        return "\n\n".join(f"*{label}*\n\n" + self.tuning_table(label, digits)
+                             for label in self.methods if self.tunings[label].points)
+
     @classmethod
     def from_record(cls, record: Mapping) -> "Comparison":
         """The comparison that :meth:`record` wrote (read back from JSON): tables, verdicts

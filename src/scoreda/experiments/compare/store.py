@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from scoreda import _digest, assimilate
+from scoreda import _digest, assimilate, cache
 from scoreda.experiments.compare.model import (Case, Method, MethodResult, Tuning, _canonical,
                                                _jsonable)
 from scoreda.experiments.compare.tuning import check_tuning
@@ -23,7 +23,7 @@ from scoreda.experiments.compare.tuning import check_tuning
 class _Store:
     """One method's cached tuning and evaluation of one case: one JSON file each, written
     atomically (a reader sees a whole file or none). A file that cannot be read back is
-    reported by a :class:`~scoreda.surrogates.train.CacheWarning` naming it, removed and
+    reported by a :class:`~scoreda.cache.CacheWarning` naming it, removed and
     computed again, never trusted; so is a file whose contents do not fit the method (a
     chosen point off its grid, evaluated knobs other than the chosen ones).
 
@@ -33,10 +33,8 @@ class _Store:
 
     def __init__(self, case: Case, method: Method, tuning_seeds, evaluation_seeds,
                  case_identity: str, method_identity: str):
-        from scoreda.surrogates import train  # the cache directory and atomic JSON writer
-
-        self._write, self._warning = train.write_json, train.CacheWarning
-        self._write_npz = train.write_npz
+        self._write, self._warning = cache.write_json, cache.CacheWarning
+        self._write_npz = cache.write_npz
         self.method = method
         described = {"case": case.cache_key, "case_identity": case_identity,
                      "burn_in": case.burn_in, "init_std": case.init_std,
@@ -45,7 +43,7 @@ class _Store:
                      "code": _digest.package_digest()}
         key_tune = _key(described | {"seeds": list(tuning_seeds)})
         key_eval = _key(described | {"tuning": key_tune, "seeds": list(evaluation_seeds)})
-        root = train.cache_dir() / "compare"
+        root = cache.cache_dir() / "compare"
         self.tuning_path = root / f"tune-{key_tune}.json"
         self.result_path = root / f"eval-{key_eval}.json"
         self.tuning_runs = _Runs(root / f"tune-{key_tune}.runs", self._write_npz, self._warning)

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from scoreda import _checks, assimilate, metrics, observe
+from scoreda import _checks, assimilate, cache, observe
 from scoreda.experiments import compare
 from scoreda.filters import registry
 from scoreda.surrogates import conv, evaluate, train
@@ -174,10 +174,8 @@ def interpolate_in_time(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def attractor_states(setting: Setting, key, n: int, spinup_time: float = 20.0) -> jax.Array:
-    """``n`` states on the attractor (uniform [7, 9] starts run for ``spinup_time``), ``(n, d)``."""
-    x0 = l96.initial_states(key, setting.d, (n,))
-    n_spin = int(round(spinup_time / setting.dt))
-    return l96.trajectory(x0, n_spin, setting.dt, setting.forcing, save_every=n_spin)[:, -1]
+    """``n`` states on the setting's attractor, ``(n, d)`` (:func:`~scoreda.systems.lorenz96.attractor_states`)."""
+    return l96.attractor_states(key, setting.d, n, setting.dt, setting.forcing, spinup_time)
 
 
 def make_experiment(setting: Setting, n_steps: int, seed: int = 0) -> Experiment:
@@ -258,9 +256,7 @@ def valid_times(predict, setting: Setting, window: int, *, n_starts: int = 100,
     x0 = attractor_states(setting, jax.random.key(50_000 + seed), n_starts)
     truth = l96.trajectory(x0, window - 1 + n_steps, setting.dt, setting.forcing)
     forecast = evaluate.long_term(predict, truth[:, :window], n_steps)
-    error = np.asarray(metrics.rmse(forecast, truth[:, window:])) / clim_std  # (B, n_steps)
-    above = error > threshold
-    first = np.where(above.any(axis=1), above.argmax(axis=1), n_steps)
+    first = evaluate.valid_steps(forecast, truth[:, window:], clim_std, threshold)
     return np.minimum(first * setting.dt * lyap, horizon)
 
 
@@ -269,8 +265,7 @@ def one_step_rmse(predict, setting: Setting, window: int, *, n_starts: int = 100
     """RMSE of one-step predictions from true windows along ``n_starts`` test trajectories."""
     x0 = attractor_states(setting, jax.random.key(60_000 + seed), n_starts)
     truth = l96.trajectory(x0, window + n_steps - 1, setting.dt, setting.forcing)
-    prediction = evaluate.single_step(predict, truth, window)
-    return float(jnp.sqrt(jnp.mean((prediction - truth[:, window:]) ** 2)))
+    return evaluate.one_step_rmse(predict, truth, window)
 
 
 def scores(model, setting: Setting, **kwargs) -> dict:
@@ -283,19 +278,28 @@ def scores(model, setting: Setting, **kwargs) -> dict:
 
 
 # ------------------------------------------------------------------------------ the loop
-@functools.lru_cache(maxsize=16)
-def make_filter(name: str, obs: str, inflation: float, ensf_steps: int, eps_a: float,
-                eps_b: float, radius: float = 4.0):
-    """The analysis step of the loop's filter, bound from :data:`scoreda.filters.FILTERS`
-    with the loop's knobs (cached: one compilation per configuration)."""
-    knobs = {"EnSF": {"n_steps": ensf_steps, "eps_a": eps_a, "eps_b": eps_b},
-             "EnKF": {"inflation": inflation}, "ETKF": {"inflation": inflation},
-             "LETKF": {"inflation": inflation, "radius": radius},
-             "IEnKF": {"inflation": inflation, "radius": radius},
-             "LETKF-tan": {"inflation": inflation, "radius": radius}}
-    if name not in knobs:
+def filter_knobs(config: LoopConfig) -> dict:
+    """The loop's knobs under the names the filters of the registry give them; a filter takes
+    those it has (EnSF: ``n_steps``, ``eps_a``, ``eps_b``; the Kalman filters: ``inflation``,
+    and ``radius`` where they localise) and the registry's defaults for the rest."""
+    return {"inflation": config.inflation, "radius": config.radius,
+            "n_steps": config.ensf_steps, "eps_a": config.eps_a, "eps_b": config.eps_b}
+
+
+def make_filter(name: str, obs: str, config: LoopConfig):
+    """The analysis step of the loop's filter ``name`` (one of :data:`FILTERS`): the registry's
+    entry (:data:`scoreda.filters.FILTERS`) bound with :func:`filter_knobs`. Cached by the
+    knobs it takes: one compilation per filter and knob values."""
+    if name not in FILTERS:
         raise ValueError(f"filter must be one of {FILTERS}, got {name!r}")
-    return registry.get(name).bind(obs=obs, **knobs[name])
+    spec = registry.get(name)
+    knobs = {k: v for k, v in filter_knobs(config).items() if k in spec.knobs}
+    return _bound_filter(name, obs, tuple(sorted(knobs.items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _bound_filter(name: str, obs: str, knobs: tuple):
+    return registry.get(name).bind(obs=obs, **dict(knobs))
 
 
 def assimilate_with(model, setting: Setting, config: LoopConfig, filter_name: str,
@@ -303,8 +307,7 @@ def assimilate_with(model, setting: Setting, config: LoopConfig, filter_name: st
     """Cycle ``filter_name`` over the experiment's observations with ``model`` forecasting.
     The initial members are the raw-observation field's first window plus N(0, init_std^2)."""
     window = config.surrogate.window
-    filt = make_filter(filter_name, setting.obs, config.inflation, config.ensf_steps,
-                       config.eps_a, config.eps_b, config.radius)
+    filt = make_filter(filter_name, setting.obs, config)
     k_init, k_cycle = jax.random.split(jax.random.key(70_000 + config.seed))
     first = jnp.asarray(experiment.filled[:window])
     ens0 = first + config.init_std * jax.random.normal(k_init, (config.n_members,) + first.shape)
@@ -355,7 +358,7 @@ class LoopResult(NamedTuple):
 
 
 def loop_key(setting: Setting, config: LoopConfig, filter_name: str) -> tuple[str, dict]:
-    return train.config_key(setting, config, filter=filter_name)
+    return cache.config_key(setting, config, filter=filter_name)
 
 
 def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: bool = True) -> LoopResult:
@@ -363,18 +366,17 @@ def run(setting: Setting, config: LoopConfig, filter_name: str, *, progress: boo
     docstring). Scores are computed with :func:`scores` at their defaults."""
     if config.surrogate.d != setting.d:
         raise ValueError(f"the surrogate's d ({config.surrogate.d}) differs from the setting's d ({setting.d})")
-    make_filter(filter_name, setting.obs, config.inflation, config.ensf_steps, config.eps_a,
-                config.eps_b, config.radius)  # refuse a bad filter before any work
+    make_filter(filter_name, setting.obs, config)  # refuse a bad filter before any work
     key, described = loop_key(setting, config, filter_name)
-    path = (train.cache_dir() / "hybrid" / key).absolute()
-    with train.entry_lock(path):  # a second process waits, then loads this one's iterations
-        train.claim_entry(path, described, "loop entry")
+    path = (cache.cache_dir() / "hybrid" / key).absolute()
+    with cache.entry_lock(path):  # a second process waits, then loads this one's iterations
+        cache.claim_entry(path, described, "loop entry")
         return _run_locked(setting, config, filter_name, key, path, progress)
 
 
 def _stored_iteration(path: Path, k: int):
     """Iteration ``k``'s stored analysis and record (each None when absent); a file that
-    cannot be read is removed with a :class:`~scoreda.surrogates.train.CacheWarning` naming
+    cannot be read is removed with a :class:`~scoreda.cache.CacheWarning` naming
     it, and computed again."""
     analysis_file = path / f"iteration_{k}.npz"
     result = record = None
@@ -382,10 +384,10 @@ def _stored_iteration(path: Path, k: int):
         if analysis_file.exists():
             with np.load(analysis_file) as stored:
                 result = assimilate.CycleResult(**{f: stored[f] for f in stored.files})
-        record = train.read_json(path, f"iteration_{k}.json")
-    except (train.DamagedEntry, ValueError, OSError, TypeError, zipfile.BadZipFile) as err:
+        record = cache.read_json(path, f"iteration_{k}.json")
+    except (cache.DamagedEntry, ValueError, OSError, TypeError, zipfile.BadZipFile) as err:
         warnings.warn(f"damaged loop cache entry {path}, iteration {k} ({type(err).__name__}: "
-                      f"{err}); computing it again", train.CacheWarning, stacklevel=3)
+                      f"{err}); computing it again", cache.CacheWarning, stacklevel=3)
         for name in (f"iteration_{k}.npz", f"iteration_{k}.json"):
             (path / name).unlink(missing_ok=True)
         return None, None
@@ -404,14 +406,14 @@ def _run_locked(setting, config, filter_name, key, path, progress):
         result, record = _stored_iteration(path, k)
         if result is None:
             result = assimilate_with(model, setting, config, filter_name, experiment)
-            train.write_npz(analysis_file, result._asdict())
+            cache.write_npz(analysis_file, result._asdict())
         if record is None:
             second_half = result.analysis_rmse[result.analysis_rmse.shape[0] // 2:]
             record = {"iteration": k, **scores(model, setting),
                       "analysis_rmse": float(np.mean(second_half)),
                       "analysis_spread": float(np.mean(result.analysis_spread[len(second_half):])),
                       "diverged_step": int(result.diverged_step)}
-            train.write_json(record_file, record)
+            cache.write_json(record_file, record)
         records.append(record)
         curves.append(result.analysis_rmse)
         bar.update(1)

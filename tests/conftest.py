@@ -1,7 +1,18 @@
-"""Shared fixtures. float64 is switched on only inside tests that ask for it."""
+"""Shared fixtures. float64 is switched on only inside tests that ask for it.
+
+Tests that take about 4 s or more on two cores carry ``@pytest.mark.slow``, and so does
+every notebook that nbval re-executes: ``pytest -m "not slow"`` is the quick developer run,
+``scripts/test.sh`` runs everything."""
 
 import jax
 import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    """A notebook re-executed by nbval (an item of an ``.ipynb`` file) is slow."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

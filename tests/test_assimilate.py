@@ -37,6 +37,7 @@ def sakov2008():
         ("EnKF N=40 infl=1.06", partial(kalman.enkf, inflation=1.06), 40, 0.23),
     ],
 )
+@pytest.mark.slow
 def test_kalman_filters_reach_dapper_scores_on_sakov2008(sakov2008, name, filter_fn, n_members, bound):
     cfg = dataclasses.replace(SAKOV2008, n_members=n_members)
     result = twin_score(cfg, filter_fn, twin=make_twin(cfg) if n_members != 20 else sakov2008)
@@ -45,6 +46,7 @@ def test_kalman_filters_reach_dapper_scores_on_sakov2008(sakov2008, name, filter
     assert result.diverged_step == -1
 
 
+@pytest.mark.slow
 def test_ensf_tracks_lorenz96_with_arctan_observations():
     # 300 cycles, d = 40, every component observed through arctan with sigma = 0.05 every
     # 5th step. Measured (time mean over steps 150-299): analysis RMSE 0.197 (0.191-0.197
@@ -79,6 +81,7 @@ def test_ensf_tracks_lorenz96_with_arctan_observations():
     assert 0.05 < np.mean(half.analysis_rmse[late]) < 0.3, np.mean(half.analysis_rmse[late])
 
 
+@pytest.mark.slow
 def test_unobserved_steps_are_free_forecasts_of_the_model():
     truth = l96.trajectory(l96.initial_states(jax.random.key(5), 8), 30, 0.05)
     obs = observe.observe(jax.random.key(6), truth, "identity", 1.0)
@@ -90,6 +93,7 @@ def test_unobserved_steps_are_free_forecasts_of_the_model():
     assert not result.observed.any()
 
 
+@pytest.mark.slow
 def test_history_window_model_is_fed_its_own_analysis():
     # A window model that only uses the newest state must give exactly the state model's
     # result, and the analysis must land in the newest slot of the window.
@@ -106,6 +110,7 @@ def test_history_window_model_is_fed_its_own_analysis():
     np.testing.assert_allclose(windowed.final_members[:, -1], plain.final_members, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_step_and_rmse():
     truth = l96.trajectory(l96.initial_states(jax.random.key(12), 8), 20, 0.05)
     obs = observe.observe(jax.random.key(13), truth, "identity", 1.0)
@@ -146,6 +151,7 @@ def test_cycle_refuses_mismatched_shapes():
         assimilate.cycle(jax.random.key(0), L96_STEP, kalman.etkf, truth[:5], obs, jnp.zeros((4, 8)))
 
 
+@pytest.mark.slow
 def test_cycle_batch_in_equal_padded_chunks_gives_the_unchunked_numbers(compilations):
     # 23 steps in chunks of at most 7: four chunks of 6 (one padded, unobserved step), one
     # compiled scan length; the padded step must change nothing and never count as divergence
@@ -168,6 +174,7 @@ def test_cycle_batch_in_equal_padded_chunks_gives_the_unchunked_numbers(compilat
     assert chunked.analysis_rmse.shape == (2, 23) and list(chunked.diverged_step) == [-1, -1]
 
 
+@pytest.mark.slow
 def test_cycle_in_equal_padded_chunks_compiles_once_and_gives_the_unchunked_numbers(compilations):
     # 23 steps in chunks of at most 7: four of 6, the last padded with one idle step (no
     # forecast, no analysis); one compilation, and every number (the final ensemble too)
@@ -186,6 +193,7 @@ def test_cycle_in_equal_padded_chunks_compiles_once_and_gives_the_unchunked_numb
     assert chunked.analysis_mean.shape == (23, 8) and chunked.diverged_step == -1
 
 
+@pytest.mark.slow
 def test_cycle_and_cycle_batch_run_with_64_bit_floats(x64):
     # under x64 the step indices are int64 while the divergence step in the carry is int32
     twin = make_twin(TwinConfig(d=8, n_members=6, n_cycles=12, burn_in=1))

@@ -101,6 +101,7 @@ def _ids(path: Path) -> set[str]:
     return set(re.findall(r'\sid="([^"]+)"', path.read_text(errors="replace")))
 
 
+@pytest.mark.slow
 def test_every_page_of_the_built_book_works_in_chromium(served_book, capsys):
     html, base = served_book
     driver = _chromium()

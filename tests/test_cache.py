@@ -59,6 +59,7 @@ def entry(finished, tmp_path, monkeypatch):
     return tmp_path / "cache" / result.path.relative_to(root)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_a_sound_entry_loads_without_warning(finished, entry):
     fresh = train.train(DATA, MODEL, TRAIN, progress=False, cache=False)
     assert_same_training(fresh, finished[1])
@@ -114,6 +115,7 @@ DAMAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_entry_is_named_and_trained_again_to_the_same_result(damage, finished, entry):
     spoil, problem, from_scratch = DAMAGES[damage]
@@ -139,6 +141,7 @@ def test_a_damaged_entry_is_named_and_trained_again_to_the_same_result(damage, f
     assert_same_training(last, finished[1])
 
 
+@pytest.mark.slow
 def test_an_interruption_between_checkpoint_and_history_resumes_quietly(finished, entry):
     # the process died after checkpoint 2 was saved but before progress.json recorded it
     progress = json.loads((entry / "progress.json").read_text())
@@ -152,6 +155,7 @@ def test_an_interruption_between_checkpoint_and_history_resumes_quietly(finished
     assert_same_training(again, finished[1])
 
 
+@pytest.mark.slow
 def test_an_entry_written_before_digests_still_loads(finished, entry):
     # earlier versions kept one checkpoint and recorded no digests
     progress = json.loads((entry / "progress.json").read_text())
@@ -176,6 +180,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_asking_for_one_entry_train_it_once(finished, tmp_path):
     cache = tmp_path / "cache"
     key, _ = cache_lib.config_key(DATA, MODEL, TRAIN)

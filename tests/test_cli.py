@@ -26,6 +26,7 @@ def test_list_shows_every_notebook_with_its_parameters():
     assert len(chapters.notebooks()) >= 7
 
 
+@pytest.mark.slow
 def test_the_paper_scale_sets_only_known_parameters_with_valid_values():
     """The sizes a notebook switches to at scale="paper" (its `if scale == "paper":` block)
     are parameters of that notebook, with values the command line would accept; the dry run
@@ -130,6 +131,7 @@ def test_run_records_say_failed_resumed_and_forced_truthfully(tmp_path, monkeypa
     assert not (folder / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_same_configuration_and_seed_give_identical_results_and_a_run_resumes(tmp_path, monkeypatch):
     """Notebook 06 (training and filtering) at a small size, twice, each with its own empty
     cache; the first run is interrupted once and resumed."""

@@ -17,6 +17,7 @@ from scoreda.filters import FILTERS, kalman, registry
 SMALL = twin.TwinConfig(d=20, n_cycles=120, burn_in=20, n_members=10)
 
 
+@pytest.mark.slow
 def test_cycle_batch_equals_separate_cycles():
     # three trials side by side in one vmapped scan give each trial's own cycle
     cfg = SMALL
@@ -36,6 +37,7 @@ def test_cycle_batch_equals_separate_cycles():
     np.testing.assert_array_equal(out.rank_counts.sum(axis=-1), cfg.d)
 
 
+@pytest.mark.slow
 def test_traced_knobs_equal_bound_knobs():
     # inflation passed as a batched array (one compilation for the grid) gives what the
     # filter with the inflation bound as a Python float gives
@@ -53,6 +55,7 @@ def test_traced_knobs_equal_bound_knobs():
         np.testing.assert_allclose(out.analysis_rmse[i], single.analysis_rmse, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cycle_batch_reports_divergence_per_trial():
     t = twin.make_twin(dataclasses.replace(SMALL, seed=5))
     rep = lambda a: jnp.stack([a] * 2)
@@ -66,6 +69,7 @@ def test_cycle_batch_reports_divergence_per_trial():
     assert np.all(np.isfinite(out.analysis_rmse[0]))
 
 
+@pytest.mark.slow
 def test_compare_tunes_on_hidden_trials_and_reports_every_trial(tmp_path, monkeypatch):
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
     case = twin.case(SMALL)
@@ -106,6 +110,7 @@ def test_compare_tunes_on_hidden_trials_and_reports_every_trial(tmp_path, monkey
     np.testing.assert_array_equal(again.tunings["ETKF"].scores, tuning.scores)
 
 
+@pytest.mark.slow
 def test_trajectory_is_the_trial_row_of_evaluate():
     # one trial cycled alone (analysis means kept for pictures) is the batched run's row
     case = twin.case(SMALL)
@@ -118,6 +123,7 @@ def test_trajectory_is_the_trial_row_of_evaluate():
         assert one.analysis_mean.shape == (SMALL.n_cycles, SMALL.d)
 
 
+@pytest.mark.slow
 def test_registry_lists_every_filter_with_knobs_and_grids():
     assert {"EnKF", "ETKF", "LETKF", "EnSF", "EnSF mixture", "EnSF-G", "EnSF-LR"} <= set(FILTERS)
     key = jax.random.key(0)
@@ -137,6 +143,7 @@ def test_registry_lists_every_filter_with_knobs_and_grids():
         compare.Method("x", "ETKF", grid={"eps_b": (0.1,)})
 
 
+@pytest.mark.slow
 def test_a_damaged_comparison_cache_entry_is_named_and_computed_again(tmp_path, monkeypatch):
     import json
 
@@ -164,6 +171,7 @@ def test_a_damaged_comparison_cache_entry_is_named_and_computed_again(tmp_path, 
     assert {f: f.read_text() for f in stored} == stored
 
 
+@pytest.mark.slow
 def test_an_interrupted_comparison_resumes_within_a_stage_with_the_same_numbers(tmp_path, monkeypatch):
     case = twin.case(dataclasses.replace(SMALL, n_cycles=60, burn_in=10))
     method = compare.Method("ETKF", "ETKF", grid={"inflation": (1.0, 1.1, 1.3)})

@@ -94,6 +94,7 @@ def _slope(deviation, response):
     return float(a @ b / (a @ a))
 
 
+@pytest.mark.slow
 def test_paired_without_observations_samples_each_members_kernel():
     # With no observation and the exact start, member j must end as N(x_j, v + eps_b):
     # the forward process at t = 0 of the kernel N(x_j, v). 2000 x 10 samples: the mean of
@@ -108,6 +109,7 @@ def test_paired_without_observations_samples_each_members_kernel():
     assert abs(r.var() / (v + eps_b) - 1) < 0.04, r.var()
 
 
+@pytest.mark.slow
 def test_mixture_without_observations_matches_the_gaussian_prior():
     # Members drawn from a Gaussian prior N(mu, diag(s^2)); the mixture estimator must return
     # a sample of the kernel density: mean mu, variance s^2 + v + eps_b, within Monte Carlo
@@ -133,6 +135,7 @@ def lorenz_case(n_members=40, d=40, seed=0):
     return truth, forecast, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prior", ["paired", "mixture"])
 def test_analysis_beats_the_forecast_on_lorenz96_with_arctan_observations(prior):
     # Measured: forecast RMSE 1.197; analysis 0.453 (paired) and 0.435 (mixture), ratios
@@ -164,6 +167,7 @@ def test_partial_observation_leaves_paired_unobserved_components_to_the_prior():
     assert float(jnp.abs(a[:, mask] - forecast[:, mask]).mean()) > 0.1
 
 
+@pytest.mark.slow
 def test_blocked_fast_path_equals_the_plain_loop():
     truth, forecast, y = lorenz_case(n_members=8, d=37)
     kw = dict(obs="arctan", n_steps=50, eps_a=0.5, eps_b=0.025, clip=1000.0)
@@ -200,6 +204,7 @@ def test_mixture_never_builds_an_n_by_n_by_d_array():
     assert biggest <= max(n * d, n * n), biggest
 
 
+@pytest.mark.slow
 def test_callable_observation_matches_the_named_operator(x64):
     # Same noise, same equations: the closed-form arctan score and the jax.vjp of a callable
     # agree to the accuracy of the fast arctan. sigma = 0.5 keeps the Euler steps stable
@@ -235,6 +240,7 @@ def test_bad_input_is_refused(kwargs, match):
         ensf.analysis(jax.random.key(0), args.pop("ensemble"), args.pop("y"), args.pop("obs_std"), **args)
 
 
+@pytest.mark.slow
 def test_reverse_path_ends_at_the_analysis():
     truth, forecast, y = lorenz_case(n_members=6, d=9)
     kw = dict(obs="arctan", prior="mixture", kernel_var=0.3, n_steps=40)
@@ -246,6 +252,7 @@ def test_reverse_path_ends_at_the_analysis():
         ensf.reverse_path(jax.random.key(9), forecast, y, 0.1, steps=3)
 
 
+@pytest.mark.slow
 def test_standard_start_shrinks_towards_the_mean_and_the_marginal_start_does_not():
     # The authors' L96 setting: eps_a = 1, eps_b = 0, v = 0.0946, an uninformative
     # observation. The exact answer is z_j ~ N(x_j, v). Starting the reverse SDE from
@@ -265,6 +272,7 @@ def test_standard_start_shrinks_towards_the_mean_and_the_marginal_start_does_not
     assert abs(exact.std() / np.sqrt(0.0946) - 1) < 0.03
 
 
+@pytest.mark.slow
 def test_exponential_integrator_reaches_the_many_step_answer_with_few_steps():
     # arctan observations with sigma = 0.01 make the likelihood stiff: Euler-Maruyama needs
     # thousands of steps (with 50, clipped, its error is several times the forecast error),
@@ -309,6 +317,7 @@ def test_standard_start_bias_has_the_closed_form_of_the_theory_page(eps_a, eps_b
     assert _slope(deviation, z - np.asarray(x, np.float64)) == pytest.approx(predicted, abs=0.015)
 
 
+@pytest.mark.slow
 def test_mixture_analysis_of_a_gaussian_ensemble_against_the_exact_kalman_posterior():
     # A linear-Gaussian case with a closed-form posterior: 2000 members drawn from N(0, 1),
     # the component observed directly, y = 0.5, sigma = 0.2. With eps_a = 1, eps_b = 0 and

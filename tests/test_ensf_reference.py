@@ -21,6 +21,7 @@ RECORD = ROOT / "book" / "paper_scale" / records.SWEEPS / "ensf_reference.json"
 TINY = er.ReferenceConfig(d=12, n_cycles=8, scored_from=4, spinup_steps=50)
 
 
+@pytest.mark.slow
 def test_a_trial_is_the_reference_protocol():
     config = er.ReferenceConfig(d=40)
     trial = er.make_trial(config, 3)
@@ -84,6 +85,7 @@ def test_case_refuses_what_is_not_a_config():
         er.case({"d": 40})
 
 
+@pytest.mark.slow
 def test_final_rmse_is_the_last_analysis_and_the_late_mean_the_harness_score():
     method = compare.Method("ETKF", "ETKF", knobs={"inflation": 1.1}, grid={})
     out = er.final_rmse(TINY, [0, 1], method)
@@ -98,6 +100,7 @@ def test_final_rmse_is_the_last_analysis_and_the_late_mean_the_harness_score():
     assert list(out["diverged_step"]) == [-1, -1]
 
 
+@pytest.mark.slow
 def test_the_record_resumes_and_refuses_to_mix_settings(tmp_path, monkeypatch):
     calls = []
     real = er.final_rmse
@@ -130,6 +133,7 @@ def test_the_record_resumes_and_refuses_to_mix_settings(tmp_path, monkeypatch):
         er.read_record(tmp_path / "junk.json")
 
 
+@pytest.mark.slow
 def test_a_stored_comparison_reads_back_with_its_tables_and_verdicts(tmp_path, monkeypatch):
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
     methods = [compare.Method("ETKF", "ETKF", grid={"inflation": (1.05, 1.2)}),
@@ -174,6 +178,7 @@ def test_records_load_leaves_the_sweeps_folder_alone(tmp_path):
         records.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_transfer_evaluates_at_the_large_dimension_what_was_tuned_at_the_small(tmp_path,
                                                                                   monkeypatch):
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
@@ -207,6 +212,7 @@ def test_a_transfer_evaluates_at_the_large_dimension_what_was_tuned_at_the_small
     assert again["evaluation_seeds"] == [0, 1] and again["tuning_seeds"] == [101]
 
 
+@pytest.mark.slow
 def test_a_record_entry_run_with_other_settings_is_refused_not_overwritten(tmp_path,
                                                                            monkeypatch):
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))

@@ -39,6 +39,7 @@ def test_twin_config_refuses_bad_settings():
             twin.TwinConfig(observed_fraction=fraction)
 
 
+@pytest.mark.slow
 def test_partially_observed_twin_draws_a_new_half_each_cycle_and_keeps_full_twins_keys():
     full = twin.TwinConfig(d=10, n_cycles=50, burn_in=1)
     half = twin.TwinConfig(d=10, n_cycles=50, burn_in=1, observed_fraction=0.5)
@@ -59,6 +60,7 @@ def test_twin_truth_follows_the_model_between_cycles():
     assert built.truth.shape == (6, 10) and built.ensemble0.shape == (20, 10)
 
 
+@pytest.mark.slow
 def test_rollout_truth_respects_the_window_and_observed_count():
     from scoreda.experiments import kdv as kdv_exp
     from scoreda.experiments import lorenz96 as l96_exp
@@ -76,6 +78,7 @@ def test_rollout_truth_respects_the_window_and_observed_count():
     assert not np.asarray(k_truth.observations.observed)[:5].any()
 
 
+@pytest.mark.slow
 def test_spin_up_starts_the_test_trajectory_later_on_the_same_path():
     """A spun-up truth is the tail of the longer trajectory from the same draw, and after the
     Lorenz-96 transient (~500 steps of 0.004 from the uniform start in [7, 9]) it has the
@@ -97,6 +100,7 @@ def test_spin_up_starts_the_test_trajectory_later_on_the_same_path():
             l96_exp.DAConfig(spin_up=bad)
 
 
+@pytest.mark.slow
 def test_true_model_rows_follow_the_truth():
     from scoreda.experiments import kdv as kdv_exp
 

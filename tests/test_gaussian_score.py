@@ -89,6 +89,7 @@ def test_localisation_tapers_the_prior_covariance(x64):
     assert abs(xa[:, far].mean() - ens[:, far].mean()) < 1e-3
 
 
+@pytest.mark.slow
 def test_float32_and_a_callable_operator():
     key = jax.random.key(0)
     ens = jax.random.normal(key, (16, 10)) + 1.0

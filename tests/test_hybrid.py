@@ -41,6 +41,7 @@ def test_conv_surrogate_commutes_with_cyclic_shifts_and_starts_as_persistence():
         conv.ConvConfig(channels=5)
 
 
+@pytest.mark.slow
 def test_zero_weights_hide_corrupted_targets():
     """Half of the target entries are wrong by a large offset; weighting them zero recovers
     the fit to clean data, weighting all equally does not."""
@@ -60,6 +61,7 @@ def test_zero_weights_hide_corrupted_targets():
     assert errors["weighted"] < 0.3 < 2.0 < errors["unweighted"], errors
 
 
+@pytest.mark.slow
 def test_warm_start_begins_at_the_given_model_and_is_keyed_by_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
     cfg = data.Lorenz96Data(n_trajectories=3, n_steps=100, dt=0.05, d=8)
@@ -97,6 +99,7 @@ def test_arctan_observations_are_inverted():
     np.testing.assert_allclose(hybrid.invert(hybrid.PAPER, jnp.arctan(x)), x, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_valid_time_of_the_true_model_is_the_horizon_and_of_persistence_short():
     setting = hybrid.BRAJARD2020
     exact = lambda h: jax.vmap(lambda s: l96.step(s, setting.dt))(h[:, -1])
@@ -125,6 +128,7 @@ def _small_loop():
     return setting, config
 
 
+@pytest.mark.slow
 def test_loop_resumes_an_interrupted_run_to_the_same_records(tmp_path, monkeypatch):
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
     monkeypatch.setattr(hybrid, "scores", lambda model, setting, **kw: {

@@ -201,6 +201,7 @@ def test_cycle_ignores_nan_where_unobserved(twin):
     assert np.all(np.isfinite(clean.analysis_rmse))
 
 
+@pytest.mark.slow
 def test_cycle_batch_names_what_breaks_its_contract(twin):
     truth, obs, ens0 = twin
     batch = lambda a: jnp.stack([a, a])

@@ -25,6 +25,7 @@ def lorenz_case(n_members=20, d=40, seed=0, obs_std=0.5, obs="identity"):
     return truth, forecast, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_iter", [1, 10])
 def test_with_a_linear_operator_it_is_the_etkf_and_the_letkf(n_iter):
     # h linear: the first Gauss-Newton step is the ETKF's update and the next ones change
@@ -40,6 +41,7 @@ def test_with_a_linear_operator_it_is_the_etkf_and_the_letkf(n_iter):
                                atol=5e-5)
 
 
+@pytest.mark.slow
 def test_the_cost_never_rises_and_beats_one_update(x64):
     # the shortened Gauss-Newton steps lower J at every iteration, so the converged analysis
     # fits the ensemble-space cost at least as well as one update (the LETKF's) does
@@ -88,6 +90,7 @@ def test_refusals_name_the_knob():
     np.testing.assert_allclose(out, kalman.etkf(KEY, forecast, y, 0.5), atol=2e-5)
 
 
+@pytest.mark.slow
 def test_in_a_cycle_it_tracks_a_quarter_observed_arctan_twin():
     # Lorenz-96, d = 40, 10 of 40 components (drawn anew each cycle) observed through arctan
     # with sigma = 0.01 every 15 steps of 0.01, 20 members, fixed knobs (inflation 1.05,

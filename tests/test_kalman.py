@@ -64,6 +64,7 @@ def test_letkf_with_a_tiny_radius_uses_only_the_local_observation(gaussian_case)
         assert a[:, i].var(ddof=1) == pytest.approx(cov_i[0, 0], rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("geometry", ["ring", "irregular"])
 def test_letkf_local_neighbourhoods_give_the_fully_tapered_analysis(geometry, x64):
     # A concrete radius lets each component's problem hold only the observations inside the
@@ -88,6 +89,7 @@ def test_letkf_local_neighbourhoods_give_the_fully_tapered_analysis(geometry, x6
     np.testing.assert_allclose(local, traced, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_letkf_on_a_large_ring_never_forms_the_distance_matrix():
     # d = 200,000: a (d, d) float32 distance matrix would take 160 GB. The ring's
     # neighbourhoods come from index offsets instead; with no observation (mask all False)
@@ -104,6 +106,7 @@ def test_letkf_on_a_large_ring_never_forms_the_distance_matrix():
     assert float(jnp.max(jnp.abs(out[:, -50:] - ens[:, -50:]))) > 0.1
 
 
+@pytest.mark.slow
 def test_enkf_mean_is_exact_and_covariance_right_in_expectation(gaussian_case):
     # Centred perturbations: the analysis mean is exactly the Kalman mean (linear h).
     # The analysis covariance equals (I - KH)P in expectation: averaged over 4000 draws the
@@ -132,6 +135,7 @@ def test_nonlinear_operator_is_applied_to_members():
     np.testing.assert_allclose(a.mean(0), e.mean(0) + k @ (np.asarray(y) - he.mean(0)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_gaspari_cohn_known_values():
     r = jnp.array([0.0, 1.0, 2.0, 3.0, 0.5])
     g = np.asarray(localisation.gaspari_cohn(r))

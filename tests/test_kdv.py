@@ -19,6 +19,7 @@ def test_soliton_is_the_analytic_profile_with_amplitude_c_over_2():
     assert float(wrapped[0]) > 0.4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("c", [0.5, 1.0])
 def test_single_soliton_travels_at_speed_c_for_ten_periods(c, x64):
     # 500 time units: a c = 1 soliton crosses the domain 10 times. The profile must match
@@ -31,6 +32,7 @@ def test_single_soliton_travels_at_speed_c_for_ten_periods(c, x64):
     assert float(jnp.max(jnp.abs(u - exact))) < 1e-4
 
 
+@pytest.mark.slow
 def test_single_soliton_float32_stays_close():
     # The default precision: the complex64 propagator exp(i k^3 dt) is off by about one
     # rounding unit, and that error repeats in each of the 50,000 steps, so it grows
@@ -54,6 +56,7 @@ def test_invariants_of_a_soliton_are_the_analytic_ones(x64):
     assert float(inv.energy) == pytest.approx(-1 / 5 * c**2.5, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_conservation_over_t500_for_the_paper_data(x64):
     # 30 random two-soliton initial conditions of the paper, T = 500, 100 points.
     # Mass is conserved to rounding (the k = 0 mode never changes). Momentum and energy:
@@ -93,6 +96,7 @@ def test_two_solitons_leave_their_collision_with_unchanged_speeds(x64):
     np.testing.assert_allclose(kdv.collision_phase_shifts(1.0, 0.5), [log_ratio / k1, -log_ratio / k2])
 
 
+@pytest.mark.slow
 def test_solve_is_batched_and_vmappable():
     ic = kdv.two_soliton_initial_condition(jax.random.key(1), (2,))
     a = kdv.solve(ic.u0, L, 0.05, 100, 10)

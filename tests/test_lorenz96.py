@@ -22,6 +22,7 @@ def test_fixed_point_is_stationary():
     np.testing.assert_array_equal(l96.step(x, 0.05), x)
 
 
+@pytest.mark.slow
 def test_rk4_global_error_falls_as_dt_to_the_fourth(x64):
     x0 = l96.initial_states(jax.random.key(0), 40).astype(jnp.float64)
     x0 = l96.trajectory(x0, 200, 0.05, save_every=200)[-1]  # onto the attractor
@@ -37,6 +38,7 @@ def test_rk4_global_error_falls_as_dt_to_the_fourth(x64):
     assert np.all((ratios > 13) & (ratios < 19)), (errors, ratios)
 
 
+@pytest.mark.slow
 def test_batch_and_vmap_agree_with_single_runs():
     x0 = l96.initial_states(jax.random.key(1), 20, (3,))
     batched = l96.trajectory(x0, 50, 0.01)

@@ -39,6 +39,7 @@ def test_crps_brute_force_pairs():
     assert float(metrics.crps(ens, y)) == pytest.approx(brute, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_rank_histogram_is_flat_for_a_calibrated_ensemble():
     key1, key2 = jax.random.split(jax.random.key(2))
     ens = jax.random.normal(key1, (2000, 9, 10))

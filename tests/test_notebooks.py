@@ -75,6 +75,7 @@ def test_every_notebook_is_registered_and_stored_executed():
         assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_through_papermill_with_small_parameters(path, tmp_path, monkeypatch):
     defaults = parameters_of(path)
@@ -118,6 +119,7 @@ def test_papermill_sees_every_parameter(path):
     assert sorted(papermill.inspect_notebook(str(path))) == sorted(parameters_of(path))
 
 
+@pytest.mark.slow
 def test_book_builds_without_warnings(built_book):
     returncode, log, html = built_book
     assert returncode == 0, log

@@ -19,6 +19,7 @@ RECORDS = ROOT / "book" / "paper_scale"
 PAGE = ROOT / "notebooks" / "09_paper_numbers.ipynb"
 
 
+@pytest.mark.slow
 def test_a_window_stride_draws_only_the_thinned_windows_and_keeps_old_cache_keys():
     config = data.Lorenz96Data(n_trajectories=6, n_steps=80)
     clean = data.make(config)
@@ -44,6 +45,7 @@ def test_a_window_stride_draws_only_the_thinned_windows_and_keeps_old_cache_keys
         train.TrainConfig(window_stride=0)
 
 
+@pytest.mark.slow
 def test_the_cost_model_counts_the_cycles_the_harness_runs(tmp_path, monkeypatch):
     """Padded batches included: tuning runs go in batches of the number of reported trials,
     a one-point grid is still tuned, a fixed method is not."""
@@ -137,6 +139,7 @@ def test_the_page_shows_the_records_numbers():
     assert {name.split("_", 2)[1] for name in shown} == set(found)
 
 
+@pytest.mark.slow
 def test_a_calibration_is_measured_once_per_machine(tmp_path, monkeypatch):
     """The dry run's timings are kept under the cache: a second process (a fresh wrapper
     here) reads the stored value instead of measuring; a damaged entry is measured again;

@@ -13,6 +13,7 @@ import pytest
 from scoreda.filters import ensf, localisation, regression
 
 
+@pytest.mark.slow
 def test_regression_completes_an_exact_observed_update_to_the_joint_posterior(x64):
     rng = np.random.default_rng(0)
     d, n = 6, 20000
@@ -36,6 +37,7 @@ def test_regression_completes_an_exact_observed_update_to_the_joint_posterior(x6
     assert np.all(np.abs(np.cov(out.T) - cov_a) < 4.5 * np.sqrt((np.outer(var, var) + cov_a**2) / n))
 
 
+@pytest.mark.slow
 def test_ensf_lr_is_ensf_where_observed_and_local_elsewhere():
     key = jax.random.key(1)
     d = 40
@@ -57,6 +59,7 @@ def test_ensf_lr_is_ensf_where_observed_and_local_elsewhere():
         regression.spread_increments(ens, ens, mask, radius=-1.0)
 
 
+@pytest.mark.slow
 def test_a_traced_radius_gives_the_local_regression():
     key = jax.random.key(2)
     ens = jax.random.normal(key, (12, 30)) + jnp.sin(jnp.arange(30.0))
@@ -67,6 +70,7 @@ def test_a_traced_radius_gives_the_local_regression():
     np.testing.assert_allclose(np.asarray(traced), np.asarray(local), atol=2e-5)
 
 
+@pytest.mark.slow
 def test_ring_neighbourhoods_from_offsets_equal_the_distance_matrix_ones():
     # the offset path (no (d, d) array) and the general path agree as sets with their tapers
     for d, radius in ((60, 2.0), (60, 3.3)):

@@ -15,6 +15,7 @@ from scoreda import sharding
 from scoreda.filters import ensf
 
 
+@pytest.mark.slow
 def test_sharded_analysis_and_cycle_equal_the_single_device_run():
     script = Path(__file__).parent / "scripts" / "sharded_vs_single.py"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

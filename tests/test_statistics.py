@@ -182,6 +182,7 @@ def test_best_of_counts_diverged_trials_as_losses():
     assert c.difference("fragile", "good").n_diverged == 8
 
 
+@pytest.mark.slow
 def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
     # the cache writes JSON with sorted keys: a two-knob grid whose knobs are not in
     # alphabetical order must come back as the same tuning, not as a "damaged" entry
@@ -195,7 +196,7 @@ def test_a_widened_tuning_survives_the_cache(tmp_path, monkeypatch):
                                                   100.0) for p in pts))
     assert len(tuning.grid["kernel_var"]) > 3 and len(tuning.grid["eps_b"]) > 3
     path = tmp_path / "t.json"
-    cache_lib.write_json(path, store._tuning_json(tuning))
+    cache_lib.write_json(path, store.tuning_json(tuning))
     stored = json.loads(path.read_text())
     assert list(stored["grid"]) == ["eps_b", "kernel_var"]  # sorted on disk
     entry = store._Store.__new__(store._Store)

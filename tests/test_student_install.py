@@ -42,6 +42,7 @@ def test_environment_yml_installs_what_pyproject_requires_with_the_same_pins():
             f"environment.yml: {requirement} (pyproject.toml) is {listed.get(_name(requirement))}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="the venv layout below is POSIX's")
 def test_a_student_installs_with_pip_and_runs_chapter_one(tmp_path):
     """About a minute for the install (wheels from the registry) and half a minute for the

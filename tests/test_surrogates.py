@@ -35,6 +35,7 @@ def reference_lstm(x, w_in, b_in, w_rec):
     return np.array(out)
 
 
+@pytest.mark.slow
 def test_lstm_layer_matches_the_textbook_recurrence():
     layer = lstm.LSTMLayer(3, 5, rngs=nnx.Rngs(0))
     layer.input_proj.bias[...] = jax.random.normal(jax.random.key(1), (20,))
@@ -48,6 +49,7 @@ def test_lstm_layer_matches_the_textbook_recurrence():
                                    rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_well_posed_surrogate_starts_as_persistence_and_checks_its_input():
     model = lstm.create(lstm.LSTMConfig(d=6, window=4, hidden=8, layers=2, well_posed=True))
     hist = jax.random.normal(jax.random.key(0), (3, 4, 6))
@@ -72,6 +74,7 @@ def test_windows_pair_each_history_with_the_next_state():
         data.window_starts(2, 3, 3)
 
 
+@pytest.mark.slow
 def test_si_scenario_adds_noise_to_targets_only():
     traj = data.make_lorenz96(data.scenario("SI", n_trajectories=20, n_steps=50))
     noise = np.asarray(traj.targets - traj.inputs)
@@ -88,6 +91,7 @@ SMALL_TRAIN = train.TrainConfig(epochs=4, batch_size=64, samples_per_epoch=8192,
                                 learning_rate=3e-3)
 
 
+@pytest.mark.slow
 def test_training_improves_on_persistence_and_the_cache_returns_the_same_model():
     first = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
     assert not first.loaded and len(first.history) == 4
@@ -109,6 +113,7 @@ def test_training_improves_on_persistence_and_the_cache_returns_the_same_model()
     np.testing.assert_array_equal(again.model(hist), first.model(hist))
 
 
+@pytest.mark.slow
 def test_trainings_of_one_setting_share_one_compilation(compilations, monkeypatch):
     monkeypatch.setattr(train, "_STEPS", {})  # nothing kept from other tests
     config = dataclasses.replace(SMALL_TRAIN, epochs=1)
@@ -126,6 +131,7 @@ def test_trainings_of_one_setting_share_one_compilation(compilations, monkeypatc
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path / "a"))
     whole = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
@@ -137,6 +143,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in whole.history], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_cache_entry_of_another_configuration_is_refused():
     result = train.train(SMALL_DATA, SMALL_MODEL, SMALL_TRAIN, progress=False)
     config_file = result.path / "config.json"
@@ -152,6 +159,7 @@ def test_a_surrogate_for_another_dimension_is_refused():
         train.train(SMALL_DATA, lstm.LSTMConfig(d=8), SMALL_TRAIN, progress=False)
 
 
+@pytest.mark.slow
 def test_ssp_and_ltp_of_a_perfect_model_are_exact():
     traj = l96.trajectory(l96.initial_states(jax.random.key(0), 10), 60, 0.004)
     perfect = lambda hist: l96.step(hist[:, -1], 0.004)
@@ -161,6 +169,7 @@ def test_ssp_and_ltp_of_a_perfect_model_are_exact():
     np.testing.assert_allclose(ltp, traj[5:], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_deeponet_is_periodic_and_can_be_queried_off_the_grid():
     from scoreda.surrogates import deeponet
 
@@ -178,6 +187,7 @@ def test_deeponet_is_periodic_and_can_be_queried_off_the_grid():
         model(jnp.zeros((2, 4, 16)))
 
 
+@pytest.mark.slow
 def test_kdv_training_data_is_scaled_and_noisy_targets_only():
     cfg = data.kdv_scenario("noisy", n_trajectories=2, n_steps=4)
     traj = data.make(cfg)
@@ -190,6 +200,7 @@ def test_kdv_training_data_is_scaled_and_noisy_targets_only():
         data.kdv_scenario("big")
 
 
+@pytest.mark.slow
 def test_training_loop_takes_a_deeponet_on_kdv_data():
     from scoreda.surrogates import deeponet
 

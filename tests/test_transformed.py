@@ -20,6 +20,7 @@ def exact_posterior_mean(prior_mean, prior_std, y, sigma):
                                                             - (np.sum(w * x) / np.sum(w)) ** 2))
 
 
+@pytest.mark.slow
 def test_a_saturated_observation_gives_the_exact_posterior(x64):
     # prior N(3, 1) (arctan bends over it), y = arctan(3.2) + 0.0005, sigma = 0.001: the
     # delta method is accurate (sigma (1 + x^2) |x| = 0.036), so the transformed update lands
@@ -36,6 +37,7 @@ def test_a_saturated_observation_gives_the_exact_posterior(x64):
     assert abs(float(secant.mean()) - mean) > 10 * std
 
 
+@pytest.mark.slow
 def test_observations_past_arctans_range_are_dropped():
     z, std, usable = transformed.tan_observations(jnp.array([0.5, 1.56, -1.6, 0.0]), 0.01,
                                                   mask=jnp.array([True, True, True, False]))

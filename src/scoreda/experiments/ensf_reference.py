@@ -46,7 +46,7 @@ import numpy as np
 
 from scoreda import _checks, assimilate, observe
 from scoreda.experiments import compare
-from scoreda.experiments.compare.store import _result_json, _tuning_json
+from scoreda.experiments.compare.store import result_json, tuning_json
 from scoreda.experiments.twin import CLIMATE_STD_F8, _advance
 from scoreda.systems import lorenz96 as l96
 
@@ -394,8 +394,8 @@ def record_transfer(path, small: ReferenceConfig, large: ReferenceConfig,
                               progress=progress)
     record = read_record(path)
     entry = {"small": dataclasses.asdict(small), "large": dataclasses.asdict(large),
-             "method": method.describe(), "tuning": _tuning_json(tuning),
-             "result": _result_json(result), "tuning_seeds": list(tuning_seeds),
+             "method": method.describe(), "tuning": tuning_json(tuning),
+             "result": result_json(result), "tuning_seeds": list(tuning_seeds),
              "evaluation_seeds": list(evaluation_seeds),
              "machine": runs.machine(), "versions": runs.versions(), "started": started,
              "ended": runs._now()}

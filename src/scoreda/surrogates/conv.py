@@ -53,6 +53,10 @@ class ConvConfig:
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (centred stencil), got {self.kernel}")
 
+    def create(self, seed: int = 0) -> "ConvSurrogate":
+        """A freshly initialised surrogate of this architecture (:func:`create`)."""
+        return create(self, seed)
+
 
 class CircularConv(nnx.Module):
     r"""A 1-D convolution over periodic sites, ``(B, d, C_in) -> (B, d, C_out)``:

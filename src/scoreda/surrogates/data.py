@@ -43,6 +43,10 @@ class Lorenz96Data:
         _checks.finite_scalar("forcing", self.forcing)
         _checks.non_negative("target_noise_std", self.target_noise_std)
 
+    def make(self) -> "Trajectories":
+        """The training set (:func:`make_lorenz96`)."""
+        return make_lorenz96(self)
+
 
 #: The paper's three training-data scenarios (Tang et al. 2026, experiment 1).
 SCENARIOS = {
@@ -121,6 +125,10 @@ class KdVData:
     def d(self) -> int:
         return self.n_points
 
+    def make(self) -> "Trajectories":
+        """The training set (:func:`make_kdv`)."""
+        return make_kdv(self)
+
 
 #: The KdV cases of the paper's experiment 2 (sizes of this project's choosing, stated in the book).
 KDV_SCENARIOS = {
@@ -153,12 +161,17 @@ def make_kdv(config: KdVData) -> Trajectories:
 
 
 def make(config) -> Trajectories:
-    """The trajectories described by a :class:`Lorenz96Data` or :class:`KdVData`."""
-    if isinstance(config, Lorenz96Data):
-        return make_lorenz96(config)
-    if isinstance(config, KdVData):
-        return make_kdv(config)
-    raise TypeError(f"no data generator for {type(config).__name__}")
+    """The trajectories a data configuration describes: ``config.make()``.
+
+    The protocol of a data configuration (:class:`Lorenz96Data`, :class:`KdVData`, or one of
+    a new system, wherever it is defined): a frozen dataclass whose fields say everything
+    the data depend on (they key the training cache), with ``d`` and a ``make()`` that
+    returns :class:`Trajectories` ``(n_trajectories, T, d)``."""
+    maker = getattr(config, "make", None)
+    if not callable(maker):
+        raise TypeError(f"no data generator for {type(config).__name__}: a data "
+                        "configuration has a make() method that returns Trajectories")
+    return maker()
 
 
 def window_starts(n_trajectories: int, n_times: int, window: int) -> jax.Array:

@@ -50,6 +50,10 @@ class DeepONetConfig:
             _checks.integer(name, getattr(self, name), 1)
         _checks.positive("length", self.length)
 
+    def create(self, seed: int = 0) -> "DeepONetSurrogate":
+        """A freshly initialised surrogate of this architecture (:func:`create`)."""
+        return create(self, seed)
+
 
 class DeepONetSurrogate(nnx.Module):
     """Recurrent DeepONet; call on windows ``(..., W, d)``, or :meth:`query` at any ``x``."""

@@ -43,6 +43,10 @@ class LSTMConfig:
         _checks.integer("hidden", self.hidden, 1)
         _checks.integer("layers", self.layers, 1)
 
+    def create(self, seed: int = 0) -> "LSTMSurrogate":
+        """A freshly initialised surrogate of this architecture (:func:`create`)."""
+        return create(self, seed)
+
 
 def check_window(history, window: int, d: int) -> None:
     """Raise ``ValueError`` unless ``history`` ends in ``(window, d)``."""

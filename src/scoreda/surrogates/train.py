@@ -46,7 +46,6 @@ from tqdm import tqdm
 from scoreda import _checks
 from scoreda import cache as cache_lib
 from scoreda.surrogates import data as data_lib
-from scoreda.surrogates import conv, deeponet, lstm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,16 +87,19 @@ class TrainConfig:
 
 
 def create_model(config, seed: int = 0):
-    """A freshly initialised surrogate for an :class:`~scoreda.surrogates.lstm.LSTMConfig`, a
-    :class:`~scoreda.surrogates.deeponet.DeepONetConfig` or a
-    :class:`~scoreda.surrogates.conv.ConvConfig`."""
-    if isinstance(config, lstm.LSTMConfig):
-        return lstm.create(config, seed)
-    if isinstance(config, conv.ConvConfig):
-        return conv.create(config, seed)
-    if isinstance(config, deeponet.DeepONetConfig):
-        return deeponet.create(config, seed)
-    raise TypeError(f"no surrogate for {type(config).__name__}")
+    """A freshly initialised surrogate: ``config.create(seed)``.
+
+    The protocol of a model configuration (:class:`~scoreda.surrogates.lstm.LSTMConfig`,
+    :class:`~scoreda.surrogates.deeponet.DeepONetConfig`,
+    :class:`~scoreda.surrogates.conv.ConvConfig`, or a new one): a frozen dataclass with
+    ``d`` and ``window`` whose fields describe the architecture (they key the training
+    cache), and a ``create(seed)`` that returns an ``nnx.Module`` mapping histories
+    ``(B, window, d)`` to ``(B, d)``, with ``config`` and ``set_statistics(mean, std)``."""
+    create = getattr(config, "create", None)
+    if not callable(create):
+        raise TypeError(f"no surrogate for {type(config).__name__}: a model configuration "
+                        "has a create(seed) method that returns the network")
+    return create(seed)
 
 
 class TrainedSurrogate(NamedTuple):

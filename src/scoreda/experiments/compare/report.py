@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from scoreda.experiments.compare.model import Method, MethodResult, Tuning, _short
-from scoreda.experiments.compare.store import _result_json, _tuning_json
+from scoreda.experiments.compare.store import result_json, tuning_json
 from scoreda.experiments.compare.tuning import _is_number, at_edge_of, tied, tuning_scores
 from scoreda.experiments.statistics import Difference, mean_interval, paired_difference
 
@@ -267,8 +267,8 @@ class Comparison:
             "tuning_seeds": list(self.tuning_seeds), "evaluation_seeds": list(self.evaluation_seeds),
             "climate_std": self.climate_std,
             "methods": {k: m.describe() for k, m in self.methods.items()},
-            "tunings": {k: _tuning_json(t) for k, t in self.tunings.items()},
-            "results": {k: _result_json(r) for k, r in self.results.items()},
+            "tunings": {k: tuning_json(t) for k, t in self.tunings.items()},
+            "results": {k: result_json(r) for k, r in self.results.items()},
         }
 
 

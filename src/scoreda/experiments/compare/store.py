@@ -74,7 +74,7 @@ class _Store:
         return self._load(self.tuning_path, build)
 
     def save_tuning(self, tuning: Tuning):
-        self._write(self.tuning_path, _tuning_json(tuning))
+        self._write(self.tuning_path, tuning_json(tuning))
 
     def load_result(self):
         def build(d):
@@ -103,7 +103,7 @@ class _Store:
         return None
 
     def save_result(self, result: MethodResult):
-        self._write(self.result_path, _result_json(result))
+        self._write(self.result_path, result_json(result))
 
 
 class _Runs:
@@ -153,14 +153,18 @@ def _floats(a):
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, float).ravel()]
 
 
-def _tuning_json(t: Tuning) -> dict:
+def tuning_json(t: Tuning) -> dict:
+    """A :class:`Tuning` as JSON (an infinite score as ``"inf"``), as the cache and the
+    records store it; :meth:`_Store.load_tuning` and ``Comparison.from_record`` read it."""
     return {"points": _jsonable(t.points), "scores": [float(s) if np.isfinite(s) else "inf" for s in t.scores],
             "chosen": _jsonable(t.chosen),
             "diverged": None if t.diverged is None else [int(v) for v in t.diverged],
             "grid": None if t.grid is None else _jsonable(t.grid)}
 
 
-def _result_json(r: MethodResult) -> dict:
+def result_json(r: MethodResult) -> dict:
+    """A :class:`MethodResult` as JSON (NaN as ``null``), as the cache and the records
+    store it."""
     return {"knobs": _jsonable(r.knobs), "rmse": _floats(r.rmse), "spread": _floats(r.spread),
             "crps": _floats(r.crps), "rmse_curve": _floats(r.rmse_curve),
             "rank_counts": [int(c) for c in r.rank_counts],

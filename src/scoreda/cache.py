@@ -52,7 +52,7 @@ class CacheMismatch(RuntimeError):
 
 class DamagedEntry(RuntimeError):
     """A cache entry whose files cannot be trusted; the message names the entry and what is
-    wrong. :func:`train` sets such an entry aside and trains it again."""
+    wrong. :func:`scoreda.surrogates.train.train` sets such an entry aside and trains it again."""
 
     def __init__(self, entry: Path, problem: str):
         super().__init__(f"cache entry {entry}: {problem}")
@@ -68,6 +68,7 @@ LOCK_FILE = ".lock"
 
 
 def cache_dir() -> Path:
+    """The cache's root: ``$SCOREDA_CACHE``, or ``~/.cache/scoreda`` when it is unset."""
     return Path(os.environ.get("SCOREDA_CACHE", Path.home() / ".cache" / "scoreda"))
 
 

@@ -219,7 +219,7 @@ _COST_KNOBS = ("n_steps", "integrator", "radius")
 
 def method_work(method) -> MethodWork:
     """What a :class:`~scoreda.experiments.compare.Method` costs: its filter; its knobs among
-    :data:`_COST_KNOBS` (fixed, else the registry's default; a tuned one at the grid's most
+    ``n_steps``, ``integrator`` and ``radius`` (fixed, else the registry's default; a tuned one at the grid's most
     expensive value, its largest); the points of its grid; and the static groups they fall
     into (one per value of each of the filter's static knobs on the grid)."""
     from scoreda.filters import registry

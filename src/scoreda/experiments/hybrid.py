@@ -287,7 +287,7 @@ def filter_knobs(config: LoopConfig) -> dict:
 
 
 def make_filter(name: str, obs: str, config: LoopConfig):
-    """The analysis step of the loop's filter ``name`` (one of :data:`FILTERS`): the registry's
+    """The analysis step of the loop's filter ``name`` (one of ``FILTERS``): the registry's
     entry (:data:`scoreda.filters.FILTERS`) bound with :func:`filter_knobs`. Cached by the
     knobs it takes: one compilation per filter and knob values."""
     if name not in FILTERS:

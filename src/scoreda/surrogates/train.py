@@ -199,7 +199,7 @@ def _restore(path: Path, manager, target):
 
 
 def _open_entry(path: Path, described: dict, target):
-    """Claim ``path`` (held under :func:`entry_lock`) and restore its last sound epoch: returns
+    """Claim ``path`` (held under :func:`~scoreda.cache.entry_lock`) and restore its last sound epoch: returns
     the checkpoint manager and :func:`_restore`'s answer. A damaged entry is moved to
     ``<path>.damaged`` with a :class:`~scoreda.cache.CacheWarning` naming it and what is wrong, and started
     afresh."""
@@ -318,7 +318,7 @@ def train(
     begins at its parameters and keeps its normalisation statistics (a hash of its arrays
     enters the cache key). Targets are weighted by ``trajectories.weights`` when given.
 
-    The cache entry is held with :func:`entry_lock` for the whole call, so a second process
+    The cache entry is held with :func:`~scoreda.cache.entry_lock` for the whole call, so a second process
     asking for the same entry waits and then loads what the first one trained. An entry is
     complete when its ``done.json`` (written last) agrees with its history; each epoch is
     recorded as an orbax checkpoint, then ``progress.json`` (history and a digest of the

@@ -135,6 +135,8 @@ def test_paper_methods_are_the_papers_settings_and_the_tuned_baselines():
         "EnSF", "EnKF (paper)", "LETKF"]
     with pytest.raises(ValueError, match="ssp_mse"):
         rollout.paper_methods(-1.0, ensf_steps=50, **grids)
+    with pytest.raises(ValueError, match="twice"):
+        rollout.paper_methods(0.0, ensf_steps=50, kalman=("LETKF", "LETKF"), **grids)
     # the estimate's view: LETKF priced at its largest radius, one compiled group per radius
     assert cost.method_work(letkf) == cost.MethodWork("LETKF", (("radius", 8.0),), 12, 2)
     assert cost.method_work(enkf) == cost.MethodWork("EnKF", (), 6, 1)
@@ -143,3 +145,17 @@ def test_paper_methods_are_the_papers_settings_and_the_tuned_baselines():
         "EnSF", (("n_steps", 500), ("integrator", "euler")), 0, 1)
     assert cost.method_work(tuned_ensf) == cost.MethodWork(
         "EnSF", (("n_steps", 50), ("integrator", "exponential")), 2, 1)
+
+
+def test_a_forecast_that_blew_up_is_not_valid():
+    """valid_steps counts the steps before the normalised RMSE first exceeds the threshold;
+    a NaN or infinite forecast ends the valid time there, it does not extend it."""
+    from scoreda.surrogates import evaluate
+
+    truth = np.zeros((3, 4, 2))
+    forecast = truth.copy()
+    forecast[0, 2:] = 1.0           # error 1 > 0.5 from step 2
+    forecast[1, 1:] = np.nan        # blew up at step 1
+    forecast[2, 3] = np.inf         # blew up at step 3
+    np.testing.assert_array_equal(evaluate.valid_steps(forecast, truth, 1.0), [2, 1, 3])
+    np.testing.assert_array_equal(evaluate.valid_steps(truth, truth, 1.0), [4, 4, 4])

@@ -189,6 +189,8 @@ def paper_methods(ssp_mse: float, *, ensf_steps: int, eps_b_grid, inflation_grid
     from scoreda.filters import registry
 
     _checks.non_negative("ssp_mse", ssp_mse)
+    if len(set(kalman)) != len(kalman):
+        raise ValueError(f"kalman names a filter twice: {list(kalman)}")
     methods = [compare.Method("EnSF", "EnSF", knobs={"n_steps": ensf_steps},
                               grid={"eps_b": eps_b_grid})]
     if with_authors:

@@ -66,7 +66,7 @@ def one_step_rmse(predict: Callable, trajectory: jax.Array, window: int) -> floa
 def valid_steps(forecast, truth, climate_std: float, threshold: float = 0.5) -> np.ndarray:
     r"""How many steps each forecast stays valid: the index of the first step at which its
     normalised RMSE :math:`\lVert \hat x_n - x_n \rVert / (\sqrt d\, \sigma_\mathrm{clim})`
-    exceeds ``threshold``, or ``n_steps`` when it never does. ``forecast`` and ``truth`` are
+    exceeds ``threshold`` or is not finite, or ``n_steps`` when it never does. ``forecast`` and ``truth`` are
     ``(B, n_steps, d)``; returns ``(B,)`` integers (multiply by the step length, in Lyapunov
     times, for a valid time)."""
     if np.shape(forecast) != np.shape(truth) or np.ndim(forecast) != 3:
@@ -75,5 +75,5 @@ def valid_steps(forecast, truth, climate_std: float, threshold: float = 0.5) -> 
     if not climate_std > 0:
         raise ValueError(f"climate_std must be > 0, got {climate_std!r}")
     error = np.asarray(metrics.rmse(forecast, truth)) / climate_std  # (B, n_steps)
-    above = error > threshold
+    above = ~(error <= threshold)  # a non-finite error (a forecast that blew up) is not valid
     return np.where(above.any(axis=1), above.argmax(axis=1), error.shape[1])

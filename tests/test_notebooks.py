@@ -138,6 +138,47 @@ def test_lab_times_page_matches_the_stored_notebooks(load_script):
         "run: python scripts/lab_times.py"
 
 
+
+def test_the_executor_runs_two_chapters_at_once_and_a_reuser_after_its_source(load_script,
+                                                                            monkeypatch):
+    """scripts/execute_notebooks.py --jobs 2 (processes faked, each finishing after a few
+    polls): never more than two at once, every chapter once, chapter 8 only after chapter 3
+    has finished (it reuses chapter 3's cached comparisons) and 9 after 4; a failed chapter
+    is counted and does not stop the others."""
+    ex = load_script("execute_notebooks")
+    by_number = {p.name[:2]: p for p in ex.NOTEBOOKS}
+    assert all(k in by_number and set(v) <= set(by_number) for k, v in ex.AFTER.items())
+    events, running = [], set()
+
+    class FakeProcess:
+        def __init__(self, command):
+            self.name = Path(command[-1]).name[:2]
+            self.polls, self.returncode = 0, None
+            running.add(self.name)
+            assert len(running) <= 2, running
+            events.append(("start", self.name))
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 3:
+                return None
+            if self.returncode is None:
+                self.returncode = 1 if self.name == "05" else 0
+                running.discard(self.name)
+                events.append(("end", self.name))
+            return self.returncode
+
+    monkeypatch.setattr(ex.subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(ex.time, "sleep", lambda s: None)
+    assert ex.run_parallel(list(ex.NOTEBOOKS), 2) == 1  # chapter 5 "failed"
+    started = [n for kind, n in events if kind == "start"]
+    assert sorted(started) == sorted(by_number)
+    for later, sources in ex.AFTER.items():
+        for source in sources:
+            assert events.index(("end", source)) < events.index(("start", later))
+    assert ex.ready(by_number["08"], [by_number["05"]])
+    assert not ex.ready(by_number["08"], [by_number["03"]])
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_chapter_opens_with_objectives_prerequisites_and_its_measured_lab_time(path, load_script):
     """The card after the title (a cell tagged ``chapter-card``): what the reader will do,

@@ -13,7 +13,7 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
 FLOORS = {
     # 1: no numerics of the package: checks, keys, the cache, figures, the chapters' books
     "_checks": 1, "_digest": 1, "cache": 1, "plotting": 1, "exercises": 1,
-    "chapters": 1, "glued": 1, "runs": 1,
+    "chapters": 1, "glued": 1, "runs": 1, "device": 1,
     # 2: what is observed and scored, and the dynamics
     "observe": 2, "metrics": 2, "systems": 2,
     # 3: analysis steps, networks, the cycle, placement on devices

@@ -5,7 +5,8 @@ Floors, each importing only from its own floor or below (``tests/test_house.py``
 1. ``cache`` (where every cache lives; keys, locks, atomic writes), ``plotting`` (the book's
    figures), ``chapters``, ``glued`` and ``runs`` (a chapter's parameters, the numbers it
    glued, a chapter run into a folder), ``exercises`` (the check of the book's code
-   exercises), and the private ``_checks`` and ``_digest``;
+   exercises), ``device`` (what the device is and the defaults it implies), and the private
+   ``_checks`` and ``_digest``;
 2. ``systems`` (the truth: Lorenz-96, KdV), ``observe`` (observation operators, masks,
    schedules) and ``metrics`` (scores);
 3. ``filters`` (analysis steps: EnSF, EnKF, ETKF, LETKF, ...), ``surrogates`` (neural-network

@@ -4,6 +4,7 @@ and single-device EnSF analyses and cycles must agree."""
 import os
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["JAX_PLATFORMS"] = "cpu"  # the four devices are host devices, also beside a GPU
 
 import json  # noqa: E402
 import sys  # noqa: E402

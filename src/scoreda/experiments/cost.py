@@ -34,8 +34,9 @@ import numpy as np
 
 #: share of DA steps that carry observations (the paper's 15 observed / 5 forecast-only)
 OBSERVED_SHARE = 15 / 20
-#: the knobs that set the cost of EnSF in the authors' setting (500 Euler steps)
-AUTHORS_ENSF = (("n_steps", 500), ("integrator", "euler"))
+#: the knobs of EnSF in the authors' setting that set its cost (500 Euler steps), read from
+#: :data:`scoreda.experiments.rollout.AUTHORS_ENSF`
+_COSTLY_AUTHORS_KNOBS = ("n_steps", "integrator")
 
 
 class Stage(NamedTuple):
@@ -290,7 +291,9 @@ def _chapter_04(p: Mapping) -> list[Stage]:
     if "SA" in p["faithful_in_comparison"] and "full" in p["observations"]:
         seconds += n_steps * (forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, 20, _tuned_ensf(p)))
         if "SA" in p["authors_setting_in"]:
-            seconds += n_steps * (forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, 20, AUTHORS_ENSF))
+            from scoreda.experiments.rollout import AUTHORS_ENSF
+            authors = tuple((k, AUTHORS_ENSF[k]) for k in _COSTLY_AUTHORS_KNOBS)
+            seconds += n_steps * (forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, 20, authors))
     stages.append(Stage("comparison, surrogates", seconds,
                         f"{len(compared)} surrogates x {n_obs} observation networks, N = {n}, "
                         f"{n_steps} steps, {p['n_trials']} + {len(p['tuning_seeds'])} trials; "

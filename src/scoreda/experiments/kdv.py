@@ -13,14 +13,16 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-
 from scoreda.experiments import rollout
-from scoreda.experiments.rollout import (  # noqa: F401  (re-exported for the notebooks)
-    DAConfig,
-)
+from scoreda.experiments.rollout import DAConfig
 from scoreda.surrogates import data as data_lib
 from scoreda.surrogates import deeponet, train
 from scoreda.systems import kdv
+
+#: the experiment's names (``DAConfig`` is :class:`scoreda.experiments.rollout.DAConfig`,
+#: named here so that a chapter needs one import)
+__all__ = ["DAConfig", "SCALE", "SNAPSHOT_DT", "SYSTEM", "SurrogateSpec", "WINDOW", "make_truth",
+           "true_model"]
 
 WINDOW = 5
 SCALE = 10.0

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-
 from scoreda.experiments import rollout
-from scoreda.experiments.rollout import DAConfig  # noqa: F401  (re-exported for the notebooks)
-
+from scoreda.experiments.rollout import DAConfig
 from scoreda.surrogates import data as data_lib
 from scoreda.surrogates import lstm, train
 from scoreda.systems import lorenz96 as l96
+
+#: the experiment's names (``DAConfig`` is :class:`scoreda.experiments.rollout.DAConfig`,
+#: named here so that a chapter needs one import)
+__all__ = ["DAConfig", "DT", "SYSTEM", "SurrogateSpec", "WINDOW", "make_truth", "true_model"]
 
 WINDOW = 20
 DT = 0.004

@@ -80,8 +80,11 @@ EnSF is not an exact posterior sampler even with infinitely many members:
 
 Speed: with the paired estimator and an elementwise operator ("identity", "arctan") every
 (member, component) pair evolves on its own, so the whole pseudo-time loop runs over blocks
-of components that stay in cache (``block_size``), with the fast arctan and counter-based
-noise of ``scoreda.filters._fastmath``. Blocked and unblocked runs draw identical noise.
+of components that stay in cache (``block_size``; one block of the whole state on a GPU, see
+:mod:`scoreda.device`), with the fast arctan and counter-based noise of
+``scoreda.filters._fastmath``. Blocked and unblocked runs draw identical noise. Every public
+analysis of :mod:`scoreda.filters` traces its matrix products at float32 precision
+(:func:`scoreda.device.full_precision`).
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoreda import _checks, observe
+from scoreda import _checks, device, observe
+from scoreda.device import full_precision
 from scoreda.filters import _fastmath
 
 PRIORS = ("paired", "mixture")
@@ -380,7 +384,7 @@ def _sharded_fn(mesh, n_members, d, block_size, obs, n_steps, start, integrator)
         raise ValueError(f"N = {n_members} and d = {d} must be divisible by the mesh's member "
                          f"({n_member_shards}) and state ({n_state_shards}) shards")
     d_local, n_local = d // n_state_shards, n_members // n_member_shards
-    block = min(block_size or max(128, 65_536 // n_local), d_local)
+    block = min(block_size or device.paired_block_size(n_local, d_local), d_local)
     P = jax.sharding.PartitionSpec
     members = P(member_axes[0] if member_axes else None, state_axes or None)
     state = P(state_axes or None)
@@ -511,7 +515,7 @@ def _run(key, ensemble, y, obs_std, *, obs, mask, prior, n_steps, start, noise, 
     center = ensemble_mean(ensemble)
     if elementwise:
         if block_size is None:
-            block_size = max(128, 65_536 // n_members)
+            block_size = device.paired_block_size(n_members, d)
         out = _paired_blocked(key, ensemble, center, y, mask, nums, obs=obs, n_steps=n_steps,
                               start=start, block_size=min(block_size, d), integrator=integrator,
                               count_clipped=count_clipped)
@@ -579,6 +583,7 @@ def record_clipping():
             _ACTIVE_LOGS.remove(log)
 
 
+@full_precision
 def analysis(
     key: jax.Array,
     ensemble: jax.Array,
@@ -634,8 +639,9 @@ def analysis(
       integrator: ``"euler"`` (Euler-Maruyama, the reference) or ``"exponential"`` (the stiff
         part of the drift solved exactly per step; see ``_step``), which needs far fewer
         steps when ``obs_std`` is small.
-      block_size: components per cache block in the paired fast path (default: about
-        65,536 / N components per block: 256 KiB of float32 state, which stays in cache).
+      block_size: components per block in the paired fast path (default
+        :func:`scoreda.device.paired_block_size`: on a CPU about 65,536 / N components, 256
+        KiB of float32 state, which stays in cache; on an accelerator the whole state).
       report_clipping: count the clipped score evaluations also inside a compiled loop and
         report them to the logs of :func:`record_clipping` (a host callback per analysis;
         the kernel takes about a quarter longer). An analysis run outside a compiled loop

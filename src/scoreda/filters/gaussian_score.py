@@ -84,6 +84,7 @@ import jax
 import jax.numpy as jnp
 
 from scoreda import _checks
+from scoreda.device import full_precision
 from scoreda.filters import kalman, localisation
 
 #: ``"flow"``: deterministic (each member encoded by the prior's flow, decoded by the
@@ -251,6 +252,7 @@ def _analysis(key, x, y, mask, obs_std, inflation, radius, eps_a, eps_b, distanc
     return zm + inflation * (z - zm)
 
 
+@full_precision
 def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
              inflation=1.0, radius=4.0, n_steps: int = 20, eps_a=1e-4, eps_b=0.0,
              distances=None, sampler: str = "flow",

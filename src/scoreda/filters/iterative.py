@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks
+from scoreda.device import full_precision
 from scoreda.filters import kalman, localisation
 
 
@@ -150,6 +151,7 @@ def _ienkf(ensemble, y, precision, inflation, neighbours, taper, tol, *, h, n_it
     return analysis_mean + inflation * (analysis - analysis_mean)
 
 
+@full_precision
 def ienkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
           inflation=1.0, radius=4.0, n_iter: int = 10, tol=1e-4, damped: bool = True,
           distances=None) -> jax.Array:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks
+from scoreda.device import full_precision
 from scoreda.filters.localisation import (GC_RADIUS_SCALE, component_distances, gaspari_cohn,
                                           local_neighbourhoods, ring_neighbourhoods)
 from scoreda.observe import check_operator
@@ -167,6 +168,7 @@ def _letkf(ensemble, y, precision, inflation, neighbours, taper, *, h):
     return _inflate(analysis, inflation)
 
 
+@full_precision
 def etkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
          inflation=1.0) -> jax.Array:
     """ETKF analysis (deterministic; ``key`` is accepted for the common filter signature).
@@ -179,6 +181,7 @@ def etkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=No
     return unless_unobserved(_etkf(ensemble, y, precision, inflation, h=h), ensemble, precision)
 
 
+@full_precision
 def enkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
          inflation=1.0) -> jax.Array:
     """Stochastic (perturbed-observation) EnKF analysis. Shapes as :func:`etkf`."""
@@ -188,6 +191,7 @@ def enkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=No
     return unless_unobserved(out, ensemble, precision)
 
 
+@full_precision
 def letkf(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
           inflation=1.0, radius=4.0, distances=None) -> jax.Array:
     """LETKF analysis with Gaspari-Cohn R-localisation.

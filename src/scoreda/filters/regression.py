@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks
+from scoreda.device import full_precision
 from scoreda.filters import ensf, localisation
 
 #: relative ridge on the local observed covariance (keeps float32 Cholesky factors finite)
@@ -143,6 +144,7 @@ def spread_increments(forecast, analysis, mask, *, radius=4.0, distances=None) -
     return _regress(forecast, analysis, mask, near, to_i, among)
 
 
+@full_precision
 def analysis(key, ensemble, y, obs_std, *, obs: str | Callable = "identity", mask=None,
              radius=4.0, distances=None, **ensf_knobs) -> jax.Array:
     """EnSF-LR analysis: :func:`scoreda.filters.ensf.analysis` with ``ensf_knobs``, then

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks
+from scoreda.device import full_precision
 from scoreda.filters import kalman
 
 #: an observation within this many noise standard deviations of arctan's limit pi/2 is dropped
@@ -43,6 +44,7 @@ def tan_observations(y, obs_std, mask=None):
     return z, std, usable
 
 
+@full_precision
 def letkf_tan(key, ensemble, y, obs_std, *, obs="arctan", mask=None, inflation=1.0, radius=4.0,
               distances=None):
     r"""LETKF on :math:`z = \tan y` with the delta-method noise (module docstring).

@@ -96,3 +96,24 @@ def test_a_callers_precision_outside_the_filter_is_left_alone():
         outside = jax.config.jax_default_matmul_precision
     assert seen == ["highest"] and outside == "bfloat16"
     assert filt.__wrapped__ is not None and filt.__name__ == "filt"
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_at_small_sizes_and_refuses_a_cpu_for_the_record(capsys):
+    """benchmarks/bench_gpu.py --quick (what scripts/gpu_check.sh runs at full size on a GPU)
+    runs here at small sizes and writes nothing; without --quick a CPU is refused, so no CPU
+    number is ever recorded as a GPU result."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = path.parent / "results" / "gpu.json"
+    before = results.read_text() if results.exists() else None
+    assert bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "EnSF paired, d = 4,000" in out and "largest difference, device vs CPU | - | - | 0 |" in out
+    assert bench.main([]) == 2 and "no accelerator here" in capsys.readouterr().out
+    assert (results.read_text() if results.exists() else None) == before

@@ -130,11 +130,11 @@ def main(argv=None) -> int:
     if not args.quick and not device.is_accelerator():
         print(f"no accelerator here ({jax.devices()}): run with --quick to check the script")
         return 2
-    d_big, k = (20_000, 50) if args.quick else (1_000_000, 500)
+    d_big, k = (4_000, 20) if args.quick else (1_000_000, 500)
     bandwidth = copy_bandwidth(min(250_000_000, 50 * d_big))
     rows = paired_rows(d_big, 20, k, bandwidth)
     rows += [authors_row(), letkf_row(d_big, 20),
-             trials_row(4 if args.quick else 100, 30 if args.quick else 300), precision_row()]
+             trials_row(2 if args.quick else 100, 20 if args.quick else 300), precision_row()]
     fmt = lambda v: "-" if v is None else (f"{v * 1e3:.2f} ms" if v < 1 else f"{v:.2f} s")
     table = markdown_table(["work", "time", "floor / peer", "ratio", "goal"],
                            [[r["work"], fmt(r["seconds"]), fmt(r["floor_seconds"]),

@@ -10,7 +10,8 @@ usable core, at most 2). A chapter's work is almost all one thread (the filters'
 matrix decompositions run one after another), so two chapters at once take about half the
 wall time of one after the other on two cores; each chapter's recorded duration stays about
 what it takes alone. A chapter that reuses another's cached results waits for it
-(:data:`AFTER`), so that nothing is computed twice.
+(:data:`AFTER`), so that nothing is computed twice; a chapter that measures time runs with
+no other beside it (:data:`ALONE`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 #: 8 re-reads chapter 3's comparisons; chapter 9's thinning study trains chapter 4's book-scale
 #: surrogate): when both are executed, it starts after they end
 AFTER = {"08": ("03",), "09": ("04",)}
+#: chapters that measure time (chapter 7's costs per step, chapter 9's training rate and cost
+#: estimates): each runs with no other chapter beside it, so a neighbour's load does not
+#: enter its numbers (run with two chapters at once, chapter 9 measured the LSTM's training
+#: rate at 532 windows/s against 888 alone, on the same machine)
+ALONE = ("07", "09")
 
 
 def needs_execution(path: Path) -> bool:
@@ -76,8 +82,10 @@ def run_parallel(todo: list[Path], jobs: int) -> int:
     start = time.perf_counter()
     while pending or running:
         for path in [p for p in pending if ready(p, [q for q in pending if q != p] + list(running))]:
-            if len(running) >= jobs:
+            if len(running) >= jobs or any(q.name[:2] in ALONE for q in running):
                 break
+            if path.name[:2] in ALONE and running:
+                continue
             pending.remove(path)
             print(f"Executing {path.relative_to(ROOT)} ...", flush=True)
             running[path] = (subprocess.Popen(

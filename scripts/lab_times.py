@@ -29,6 +29,22 @@ def durations() -> list[tuple[str, str, float]]:
     return rows
 
 
+def together_minutes() -> float | None:
+    """Minutes from the first chapter's start to the last one's end, when the stored
+    notebooks were executed in one session (``execute_notebooks.py --all``, two chapters at
+    a time on two cores): the span is then at most the sum of their durations. None when
+    some chapter was executed on its own at another time."""
+    import datetime as dt
+
+    spans = []
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        meta = json.loads(path.read_text())["metadata"]["papermill"]
+        spans.append((dt.datetime.fromisoformat(meta["start_time"]),
+                      dt.datetime.fromisoformat(meta["end_time"]), meta["duration"]))
+    span = (max(e for _, e, _ in spans) - min(s for s, _, _ in spans)).total_seconds()
+    return span / 60 if span <= sum(d for _, _, d in spans) else None
+
+
 def render() -> str:
     rows = durations()
     lab = [r for r in rows if r[2] <= LAB_LIMIT_MIN]
@@ -38,7 +54,13 @@ def render() -> str:
               for stem, title, minutes in rows]
     total = sum(r[2] for r in lab)
     lines += ["", f"The lab chapters execute in {total:.1f} minutes together; all "
-                  f"{len(rows)} chapters in {sum(r[2] for r in rows):.1f} minutes."]
+                  f"{len(rows)} chapters in {sum(r[2] for r in rows):.1f} minutes one after "
+                  "the other."]
+    span = together_minutes()
+    if span is not None:
+        lines[-1] += (f" Executed two at a time (`scripts/execute_notebooks.py --all`, a "
+                      f"chapter's work is almost all one thread), they took {span:.1f} "
+                      "minutes from the first start to the last end.")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,10 @@ HTTP server with no network beyond it, and checks that
 * every image has loaded (complete, with a non-zero natural width);
 * the browser console logged no error (e.g. a script or font that failed to load);
 * equations are typeset by the locally served MathJax (``mjx-container`` elements, no
-  MathJax error) on every page that has math.
+  MathJax error) on every page that has math;
+* nothing in the text column scrolls sideways (no code block, printed output or table wider
+  than the column) at a laptop's 1280 pixels and at 1024 (where the sidebar folds away),
+  and no table cell is cut (book/_ext/static/reading.css makes them fit).
 
 A screenshot of the front page is saved to ``_build/screenshots/front-page.png`` and its
 path printed for the CI log.
@@ -93,8 +96,25 @@ return {
   })(),
   cut_cells: [...document.querySelectorAll('article.bd-article table td, article.bd-article table th')]
     .filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent.trim().slice(0, 40)),
+  sideways: SIDEWAYS(),
 };
 """
+
+#: the code blocks, printed outputs and tables of the text column that scroll sideways:
+#: [what, pixels hidden, its longest line]
+_SIDEWAYS = """
+const SIDEWAYS = () => [...document.querySelectorAll('article.bd-article pre, article.bd-article table')]
+  .filter(e => e.scrollWidth > e.clientWidth + 1)
+  .map(e => [e.tagName === 'TABLE' ? 'table' : e.closest('.cell_output') ? 'printed output' : 'code',
+             e.scrollWidth - e.clientWidth,
+             e.textContent.split('\\n').reduce((m, l) => l.length > m.length ? l : m, '').trim().slice(0, 60)]);
+"""
+_INSPECT = _SIDEWAYS + _INSPECT
+
+
+def _sideways(rel: str, width: int, found: list) -> list[str]:
+    return [f"{rel}: a {what} scrolls sideways by {px} px at {width} px: {line!r}"
+            for what, px, line in found]
 
 
 def _ids(path: Path) -> set[str]:
@@ -120,6 +140,7 @@ def test_every_page_of_the_built_book_works_in_chromium(served_book, capsys):
             problems += [f"{rel}: image did not load: {src}" for src in seen["broken_images"]]
             problems += [f"{rel}: a table cell is cut at this width: {text!r}"
                          for text in seen["cut_cells"]]
+            problems += _sideways(rel, 1280, seen["sideways"])
             if rel.startswith("notebooks/") and seen["column_px"]:
                 column_px[rel] = seen["column_px"]
             for entry in driver.get_log("browser"):
@@ -144,6 +165,12 @@ def test_every_page_of_the_built_book_works_in_chromium(served_book, capsys):
                     ids = ids_cache.setdefault(target, _ids(target))
                     if unquote(url.fragment) not in ids:
                         problems.append(f"{rel}: link to a missing anchor {link}")
+        driver.set_window_size(1024, 900)  # the sidebar folds away; the column is wider
+        for page in _pages(html):
+            rel = page.relative_to(html).as_posix()
+            driver.get(base + rel)
+            problems += _sideways(rel, 1024, driver.execute_script(_SIDEWAYS + "return SIDEWAYS();"))
+        driver.set_window_size(1280, 900)
         driver.get(base + "index.html")
         driver.execute_async_script(_WAIT_FOR_MATH)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

@@ -185,7 +185,7 @@ def test_same_configuration_and_seed_give_identical_results_and_a_run_resumes(tm
     ("03", ["-p", "burn_in", "300"], "burn_in (300) must be below n_cycles (300)"),
     ("08", ["-p", "tuning_seeds", "[3]"], "tuning_seeds [3] must differ from the evaluation twins"),
     ("06", ["-p", "case_burn_in", "300"], "case_burn_in (300) must be below case_steps (300)"),
-    ("06", ["-p", "tuning_seeds", "[0]"], "tuning_seeds must differ from the reported trials and from seed"),
+    ("06", ["-p", "tuning_seeds", "[0]"], "tuning_seeds must differ from the reported trials (and the close calls') and"),
     ("09", ["-p", "thinning_strides", "[0, 10]"], "thinning_strides must be positive"),
     ("02", ["-p", "save_dt", "0.015"], "save_dt (0.015) must be a whole number of steps dt (0.01)"),
     ("02", ["-p", "save_dt", "1e-9"], "save_dt (1e-09) must be a whole number of steps dt (0.01)"),

@@ -201,3 +201,61 @@ def test_an_interrupted_comparison_resumes_within_a_stage_with_the_same_numbers(
     np.testing.assert_array_equal(resumed.results["ETKF"].rmse, whole.results["ETKF"].rmse)
     np.testing.assert_array_equal(resumed.results["ETKF"].rank_counts, whole.results["ETKF"].rank_counts)
     assert not list((tmp_path / "interrupted" / "compare").glob("*.runs"))  # removed once stored
+
+
+def test_joined_results_are_one_evaluation_of_both_trial_sets():
+    knobs = {"inflation": 1.1}
+    a = compare.MethodResult(knobs, np.array([1.0, np.nan]), np.array([0.5, np.nan]),
+                             np.array([0.2, np.nan]), np.array([2.0, 4.0]), np.array([1, 2, 3]),
+                             np.array([-1, 7]))
+    b = compare.MethodResult(dict(knobs), np.array([3.0, 5.0]), np.array([1.0, 1.0]),
+                             np.array([0.4, 0.6]), np.array([5.0, 1.0]), np.array([0, 1, 1]),
+                             np.array([-1, -1]))
+    ab = a.joined(b)
+    np.testing.assert_array_equal(ab.rmse, [1.0, np.nan, 3.0, 5.0])
+    np.testing.assert_array_equal(ab.diverged_step, [-1, 7, -1, -1])
+    np.testing.assert_array_equal(ab.rank_counts, [1, 3, 4])
+    # the curve is the mean over the three trials that ran: (1 x a's + 2 x b's) / 3
+    np.testing.assert_allclose(ab.rmse_curve, [(2.0 + 2 * 5.0) / 3, (4.0 + 2 * 1.0) / 3])
+    assert ab.n_diverged == 1 and ab.mean_rmse == pytest.approx(3.0)
+    every = a._replace(diverged_step=np.array([3, 7]), rmse_curve=np.full(2, np.nan))
+    assert np.all(np.isnan(every.joined(every).rmse_curve))
+    with pytest.raises(ValueError, match="different knobs"):
+        a.joined(b._replace(knobs={"inflation": 1.2}))
+    with pytest.raises(ValueError, match="cycles"):
+        a.joined(b._replace(rmse_curve=np.zeros(3)))
+
+
+@pytest.mark.slow
+def test_a_close_call_runs_every_method_on_more_trials(tmp_path, monkeypatch):
+    """Two settings of one filter that differ by little are a close call on six trials:
+    every method then runs on the six close-call seeds too, and each result is what
+    evaluating it on all twelve seeds at once gives. A clear difference adds no trial."""
+    monkeypatch.setenv("SCOREDA_CACHE", str(tmp_path))
+    case = twin.case(SMALL)
+    near = [compare.Method("ETKF", "ETKF", knobs={"inflation": 1.05}, grid={}),
+            compare.Method("ETKF 1.06", "ETKF", knobs={"inflation": 1.06}, grid={}),
+            compare.Method("ETKF 3", "ETKF", knobs={"inflation": 3.0}, grid={})]
+    with pytest.raises(ValueError, match="evaluation and close-call seeds must be disjoint"):
+        compare.compare(case, near, tuning_seeds=[], evaluation_seeds=range(6),
+                        close_call_seeds=[5, 6], progress=False)
+    first = compare.compare(case, near, tuning_seeds=[], evaluation_seeds=range(6), progress=False)
+    assert first.close_call_labels() == ["ETKF 1.06"] and first.close_calls == ()
+    more = compare.compare(case, near, tuning_seeds=[], evaluation_seeds=range(6),
+                           close_call_seeds=range(6, 12), progress=False)
+    assert more.close_calls == ("ETKF 1.06",) and more.evaluation_seeds == tuple(range(12))
+    assert more.close_call_seeds == tuple(range(6, 12))
+    for m in near:
+        together = compare.evaluate(case, m, dict(m.knobs), range(12))
+        np.testing.assert_allclose(more.results[m.label].rmse, together.rmse, rtol=1e-6)
+        np.testing.assert_allclose(more.results[m.label].rmse_curve, together.rmse_curve, rtol=1e-5)
+        np.testing.assert_array_equal(more.results[m.label].rank_counts, together.rank_counts)
+    assert more.difference("ETKF 3").n == 12
+    assert "ETKF 1.06 minus ETKF was a close call on the first 6" in more.table()
+    assert "| 0/12 |" in more.table()
+    back = compare.Comparison.from_record(more.record())
+    assert back.close_calls == more.close_calls and back.table() == more.table()
+    clear = compare.compare(case, [near[0], near[2]], tuning_seeds=[], evaluation_seeds=range(6),
+                            close_call_seeds=range(6, 12), progress=False)
+    assert clear.close_calls == () and clear.evaluation_seeds == tuple(range(6))
+    assert "close call" not in clear.table()

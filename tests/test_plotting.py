@@ -57,3 +57,44 @@ def test_a_figure_with_text_too_small_at_the_column_warns_once_when_drawn():
     assert again == []  # once per figure
     _, small_font = _drawn(6.0, 1, fontsize=6.0)
     assert len(small_font) == 1 and "6" in small_font[0]
+
+
+def test_texts_drawn_over_each_other_are_found_and_warned_about_once():
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    ax.plot([0, 1], [0, 1])
+    ax.text(0.5, 0.5, "hello there")
+    ax.text(0.52, 0.5, "over it")  # starts inside the first text's box
+    ax.text(0.5, 0.1, "far below")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.canvas.draw()
+    assert plotting.overlapping_texts(fig) == [("hello there", "over it")]
+    assert len(caught) == 1 and "drawn over each other (1 pairs" in str(caught[0].message)
+    # a y label pushed onto its neighbour's tick labels is found too
+    fig, axes = plt.subplots(1, 2, figsize=(4.0, 3.0))
+    axes[1].set_ylabel("a long y label that runs into the neighbour")
+    fig.canvas.draw()
+    found = plotting.overlapping_texts(fig)
+    assert found and all("a long y label" in b for _, b in found)
+
+
+def test_log_axes_and_ticks_out_of_view_are_not_taken_for_overlaps():
+    """Log axes over six decades (minor labels hidden or thinned by matplotlib) and a
+    narrow semilog range (minor labels shown) draw no text over another; a tick label out of
+    view, which matplotlib keeps at a stale place but does not draw, is not counted."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(7.0, 3.0), constrained_layout=True)
+    for ax in axes:
+        ax.loglog(np.logspace(-3, 3, 10), np.logspace(-3, 3, 10), label="a line")
+        ax.set_title("title")
+        ax.set_xlabel("x")
+        ax.legend()
+    fig.canvas.draw()
+    assert plotting.overlapping_texts(fig) == []
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    ax.semilogy([1, 2], [0.5, 0.7])
+    fig.canvas.draw()
+    ax.set_xlim(1.0, 1.2)  # the earlier ticks (1.2 ... 2.0) now lie out of view
+    fig.canvas.draw()
+    assert plotting.overlapping_texts(fig) == []

@@ -305,3 +305,21 @@ def test_the_edge_mark_is_for_numeric_axes_only():
     table = compare.Comparison("toy", "EnSF", {"EnSF": method}, {"EnSF": tuning},
                                {"EnSF": result}, (100, 101, 102), tuple(range(10))).table()
     assert "integrator exponential, clip 3, eps_b 0.01 †" in table
+
+
+def test_a_close_call_is_an_interval_nearer_to_zero_than_its_half_width():
+    D = lambda low, high, n=10: statistics.Difference((low + high) / 2, low, high, n, 0.01)
+    assert D(0.1, 0.5).close_call                  # excludes 0 by 0.1, half-width 0.2
+    assert not D(0.4, 0.6).close_call              # by 0.4, half-width 0.1
+    assert not D(-0.6, -0.4).close_call
+    assert D(-0.5, -0.1).close_call
+    assert D(-0.1, 0.3).close_call                 # holds 0: distance 0
+    assert not D(0.25, 0.75).close_call            # by exactly the half-width: not under it
+    assert not D(4.794, np.inf).close_call         # decided by diverged trials
+    assert D(-np.inf, 0.3).close_call              # holds 0
+    assert D(0.4, 0.6, n=1).close_call             # one trial decides nothing
+    # from data: ten paired trials 1.0 apart with a little noise are no close call
+    rng = np.random.default_rng(0)
+    a = rng.normal(2.0, 0.1, 10)
+    assert not statistics.paired_difference(a + 1.0 + rng.normal(0, 0.05, 10), a).close_call
+    assert statistics.paired_difference(a + rng.normal(0, 0.05, 10), a).close_call

@@ -9,9 +9,10 @@
   ``default_mode`` reaches its templates (sphinx-book-theme does not accept the option):
   give the templates "light".
 
-And one style rule (``static/tables.css``): table cells wrap inside the text column, so the
-comparison tables' knobs column is read whole at a laptop's width (tests/test_browser.py
-checks that no table cell is cut).
+And a style sheet (``static/reading.css``): table cells wrap inside the text column, so the
+comparison tables' knobs column is read whole at a laptop's width, code lines of up to 88
+characters fit the column and printed output wraps (tests/test_browser.py checks that no
+table cell is cut and that nothing on a page scrolls sideways).
 """
 
 from pathlib import Path
@@ -42,6 +43,6 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
 def setup(app):
     app.connect("config-inited", _theme_mode)
     app.connect("config-inited", _static)
-    app.add_css_file("tables.css")
+    app.add_css_file("reading.css")
     app.connect("html-page-context", _unique_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

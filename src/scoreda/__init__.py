@@ -17,4 +17,4 @@ Floors, each importing only from its own floor or below (``tests/test_house.py``
 5. ``cli``: the ``scoreda`` command.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -61,10 +61,47 @@ def text_sizes_at_column(fig, renderer=None, column_px: float = COLUMN_PX) -> li
             for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
 
 
+def overlapping_texts(fig, renderer=None, min_px: float = 1.0) -> list[tuple[str, str]]:
+    """The pairs of visible texts of ``fig`` that are drawn over each other: their boxes
+    (``Text.get_window_extent``) intersect by more than ``min_px``
+    pixels both across and down. A tick label counts only where its tick is inside the axes
+    (matplotlib keeps labels of ticks out of view, undrawn, at stale places)."""
+    from matplotlib.text import Text
+
+    renderer = renderer or fig.canvas.get_renderer()
+    drawn_ticks = {}
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for axis, lo, hi, across in ((ax.xaxis, box.x0, box.x1, True), (ax.yaxis, box.y0, box.y1, False)):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                for label in (tick.label1, tick.label2):
+                    drawn_ticks[id(label)] = (lo, hi, across)
+    boxes = []
+    for text in fig.findobj(Text):
+        if not (text.get_visible() and text.get_text().strip()):
+            continue
+        extent = text.get_window_extent(renderer)
+        if id(text) in drawn_ticks:
+            lo, hi, across = drawn_ticks[id(text)]
+            centre = (extent.x0 + extent.x1) / 2 if across else (extent.y0 + extent.y1) / 2
+            if not lo - 1 <= centre <= hi + 1:
+                continue
+        boxes.append((text.get_text(), extent))
+    pairs = []
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            across = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            down = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            if across > min_px and down > min_px:
+                pairs.append((a, b))
+    return pairs
+
+
 def _warn_on_small_text(fig) -> None:
     """A ``figure.hooks`` entry (set by :func:`use_style`): when the figure is drawn, warn
     once (stderr, which the book's tests refuse in a stored notebook) about text under
-    :data:`MIN_TEXT_PT` at column width."""
+    :data:`MIN_TEXT_PT` at column width and about texts drawn over each other
+    (:func:`overlapping_texts`)."""
     def check(event) -> None:
         if getattr(fig, "_scoreda_text_checked", False):
             return
@@ -80,6 +117,11 @@ def _warn_on_small_text(fig) -> None:
             warnings.warn_explicit(f"figure text under {MIN_TEXT_PT:g} pt at the book's column "
                                    f"width ({shown}): enlarge the text or narrow the figure",
                                    UserWarning, "figure", 0)
+        overlaps = overlapping_texts(fig, event.renderer)
+        if overlaps:
+            shown = "; ".join(f"{a[:30]!r} and {b[:30]!r}" for a, b in overlaps[:3])
+            warnings.warn_explicit(f"figure texts drawn over each other ({len(overlaps)} pairs: "
+                                   f"{shown}): move or shorten them", UserWarning, "figure", 0)
 
     fig.canvas.mpl_connect("draw_event", check)
 
@@ -163,7 +205,7 @@ def rank_histograms(ax, results: dict, *, labels=None):
                 ls=line_style(label))
     ax.axhline(1.0, color="k", lw=0.8, ls=":")
     ax.set_yscale("log")
-    ax.set_xlabel("rank of the truth among the members (0 to N, scaled to 0-1)")
+    ax.set_xlabel("rank of the truth (0 to N, scaled)")
     ax.set_ylabel("frequency / flat")
 
 

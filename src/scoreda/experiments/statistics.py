@@ -61,6 +61,18 @@ class Difference(NamedTuple):
         """The interval excludes 0."""
         return self.n >= 2 and (self.high < 0 or self.low > 0)
 
+    @property
+    def close_call(self) -> bool:
+        """The interval's distance from 0 is under its half-width: it holds 0 (distance 0),
+        or it excludes 0 by less than half its own width, so that more trials could move the
+        verdict. An interval with an infinite end (decided by diverged trials) is a close
+        call only when it holds 0. Fewer than 2 trials: a close call."""
+        if self.n < 2 or not self.significant:
+            return True
+        if not (np.isfinite(self.low) and np.isfinite(self.high)):
+            return False
+        return min(abs(self.low), abs(self.high)) < (self.high - self.low) / 2
+
 
 @lru_cache(maxsize=64)
 def _signed_rank_cdf(n: int) -> np.ndarray:

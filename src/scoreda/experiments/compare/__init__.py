@@ -15,7 +15,9 @@ A comparison in this package is *fair* and *powered*:
   difference over every trial with its Wilcoxon signed-rank 95% interval and p-value, a
   diverged trial counting as a loss (:mod:`scoreda.experiments.statistics`: rank statistics,
   which heavy-tailed RMSEs need); :func:`~scoreda.experiments.statistics.holm` corrects a
-  chapter's verdicts together;
+  chapter's verdicts together; where a difference to the reference is a *close call* (its
+  interval nearer 0 than its half-width), every method runs on the ``close_call_seeds`` of
+  :func:`compare` too, and the comparison holds both sets of trials;
 * **tuned to an interior optimum**: a grid point's score is the mean RMSE over the tuning
   trials with a diverged trial counted as the worst (so one divergence does not erase a
   point), and

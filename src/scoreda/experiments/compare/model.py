@@ -303,6 +303,30 @@ class MethodResult(NamedTuple):
         ok = np.isfinite(self.rmse) & np.isfinite(self.spread)
         return float(self.spread[ok].mean() / self.rmse[ok].mean()) if ok.any() else float("nan")
 
+    def joined(self, more: "MethodResult") -> "MethodResult":
+        """This evaluation and ``more`` (the same knobs on other trials) as one evaluation of
+        ``n + m`` trials: per-trial arrays concatenated (these trials first), rank counts
+        summed, the RMSE curve the mean over the trials of both that did not diverge."""
+        if not isinstance(more, MethodResult):
+            raise ValueError(f"can only join another MethodResult, got {type(more).__name__}")
+        if _canonical(self.knobs) != _canonical(more.knobs):
+            raise ValueError(f"cannot join evaluations with different knobs: {self.knobs} and "
+                             f"{more.knobs}")
+        if self.rmse_curve.shape != more.rmse_curve.shape:
+            raise ValueError(f"cannot join evaluations of {self.rmse_curve.shape[0]} and "
+                             f"{more.rmse_curve.shape[0]} cycles")
+        ran = [int(np.sum(r.diverged_step < 0)) for r in (self, more)]
+        if sum(ran) == 0:
+            curve = np.full_like(self.rmse_curve, np.nan)
+        else:
+            curve = sum(n * np.nan_to_num(r.rmse_curve) for n, r in zip(ran, (self, more))
+                        if n) / sum(ran)
+        return MethodResult(dict(self.knobs), *(np.concatenate([a, b]) for a, b in
+                                                ((self.rmse, more.rmse), (self.spread, more.spread),
+                                                 (self.crps, more.crps))),
+                            curve, self.rank_counts + more.rank_counts,
+                            np.concatenate([self.diverged_step, more.diverged_step]))
+
     def outlier_ratio(self) -> float:
         """Share of truths outside the ensemble (rank 0 or N) over its calibrated value
         ``2/(N + 1)``: 1 calibrated, above 1 over-confident, below 1 over-dispersive."""

@@ -27,6 +27,10 @@ class Comparison:
       tuning_seeds, evaluation_seeds: the trials' seeds (disjoint).
       climate_std: the case's climatological standard deviation (None: unknown); a trial
         whose time-averaged RMSE exceeds it has lost track.
+      close_calls: the labels whose difference to the reference was a close call on the
+        first evaluation trials (:attr:`~scoreda.experiments.statistics.Difference.close_call`),
+        so that every method ran on ``close_call_seeds`` too; empty when none was.
+      close_call_seeds: the seeds added then, the last ones of ``evaluation_seeds``.
     """
 
     case: str
@@ -37,6 +41,13 @@ class Comparison:
     tuning_seeds: tuple
     evaluation_seeds: tuple
     climate_std: float | None = None
+    close_calls: tuple = ()
+    close_call_seeds: tuple = ()
+
+    def close_call_labels(self) -> list[str]:
+        """The labels whose paired difference to the reference is a close call (its
+        interval's distance from 0 under its half-width)."""
+        return [k for k in self.results if k != self.reference and self.difference(k).close_call]
 
     def difference(self, label: str, reference: str | None = None) -> Difference:
         """Paired RMSE difference ``label - reference`` (default: the comparison's reference)
@@ -167,6 +178,12 @@ class Comparison:
         if lost_column:
             notes.append(f"Lost track: RMSE above the climate's standard deviation "
                          f"{self.climate_std:.3g}.")
+        if self.close_calls:
+            first = n - len(self.close_call_seeds)
+            notes.append(f"Trials: {', '.join(self.close_calls)} minus {self.reference} was a "
+                         f"close call on the first {first} (the interval's distance from 0 under "
+                         f"its half-width), so every method ran {len(self.close_call_seeds)} "
+                         "more.")
         if knobs and any("†" in line for line in lines[2:]):
             notes.append("† at the edge of its tuning grid (after widening).")
         if knobs and any("‡" in line for line in lines[2:]):
@@ -257,7 +274,8 @@ class Comparison:
                              f"methods {sorted(methods)}")
         return cls(record["case"], record["reference"], methods, tunings, results,
                    tuple(record["tuning_seeds"]), tuple(record["evaluation_seeds"]),
-                   record.get("climate_std"))
+                   record.get("climate_std"), tuple(record.get("close_calls", ())),
+                   tuple(record.get("close_call_seeds", ())))
 
     def record(self) -> dict:
         """Every number as JSON-able lists (for ``results.json`` and the book's records);
@@ -266,6 +284,7 @@ class Comparison:
             "case": self.case, "reference": self.reference,
             "tuning_seeds": list(self.tuning_seeds), "evaluation_seeds": list(self.evaluation_seeds),
             "climate_std": self.climate_std,
+            "close_calls": list(self.close_calls), "close_call_seeds": list(self.close_call_seeds),
             "methods": {k: m.describe() for k, m in self.methods.items()},
             "tunings": {k: tuning_json(t) for k, t in self.tunings.items()},
             "results": {k: result_json(r) for k, r in self.results.items()},

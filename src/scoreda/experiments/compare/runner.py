@@ -6,6 +6,8 @@ cached and resumable (``compare.store``)."""
 from __future__ import annotations
 
 import collections
+import dataclasses
+import itertools
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -217,12 +219,20 @@ def evaluate(case: Case, method: Method, knobs: dict, seeds: Sequence[int], *,
 
 
 def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int],
-            evaluation_seeds: Sequence[int], reference: str | None = None, cache: bool = True,
+            evaluation_seeds: Sequence[int], close_call_seeds: Sequence[int] = (),
+            reference: str | None = None, cache: bool = True,
             progress: bool = True) -> Comparison:
-    """Tune each method on ``tuning_seeds``, evaluate it on ``evaluation_seeds``.
+    """Tune each method on ``tuning_seeds``, evaluate it on ``evaluation_seeds``; where a
+    method's difference to the reference is then a close call, evaluate every method on
+    ``close_call_seeds`` too.
 
-    The two seed sets must be disjoint. ``reference`` (default: the first method) is what
-    the table's paired differences are taken against. With ``cache`` and a
+    The seed sets must be disjoint. ``reference`` (default: the first method) is what
+    the table's paired differences are taken against. A close call is an interval whose
+    distance from 0 is under its half-width
+    (:attr:`~scoreda.experiments.statistics.Difference.close_call`): more trials could move
+    that verdict, so, with ``close_call_seeds``, every method (the same trials for all) runs
+    on them as well and the comparison holds both sets (``Comparison.close_calls`` names the
+    methods that asked for it; the table says so). With ``cache`` and a
     ``case.cache_key``, each method's tuning and evaluation are stored as JSON and reused,
     and until a stage is stored its finished batches of runs are kept (one ``.npz`` per run
     in a folder beside the stage's JSON, removed once the JSON is written), so an
@@ -239,9 +249,13 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
     tuned = any(m.tuning_grid() for m in methods)
     evaluation_seeds = _checks.seeds("evaluation_seeds", evaluation_seeds, 2)
     tuning_seeds = _checks.seeds("tuning_seeds", tuning_seeds, 1 if tuned else 0)
-    if set(tuning_seeds) & set(evaluation_seeds):
-        raise ValueError(f"tuning and evaluation seeds must be disjoint; both hold "
-                         f"{sorted(set(tuning_seeds) & set(evaluation_seeds))}")
+    close_call_seeds = _checks.seeds("close_call_seeds", close_call_seeds, 0)
+    for (name_a, a), (name_b, b) in itertools.combinations(
+            (("tuning", tuning_seeds), ("evaluation", evaluation_seeds),
+             ("close-call", close_call_seeds)), 2):
+        if set(a) & set(b):
+            raise ValueError(f"{name_a} and {name_b} seeds must be disjoint; both hold "
+                             f"{sorted(set(a) & set(b))}")
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"method labels must be unique, got {labels}")
@@ -256,13 +270,18 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
             raise ValueError(f"cannot cache this comparison: {err}. Pass cache=False, or build "
                              "the case and methods from functions whose closures hold numbers, "
                              "arrays, configurations and other functions") from None
-    tune_trials = eval_trials = None
+
+    def store_for(method, seeds):
+        return (_Store(case, method, tuning_seeds, seeds, identities[0],
+                       identities[1][method.label]) if identities else None)
+
+    tune_trials = None
+    eval_trials = _LazyTrials(case, evaluation_seeds)
     tunings, results = {}, {}
     bar = tqdm(methods, desc=f"{case.name}", unit="method", disable=not progress)
     for method in bar:
         bar.set_postfix_str(method.label)
-        store = (_Store(case, method, tuning_seeds, evaluation_seeds, identities[0],
-                        identities[1][method.label]) if identities else None)
+        store = store_for(method, evaluation_seeds)
         tuning = store.load_tuning() if store else None
         if tuning is not None:
             store.tuning_runs.clear()  # runs left by a crash between storing and clearing
@@ -274,19 +293,50 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
             if store:
                 store.save_tuning(tuning)
                 store.tuning_runs.clear()
-        result = store.load_result() if store else None
-        if result is not None:
-            result = store.check_result(result, tuning)
-        if result is not None:
-            store.result_runs.clear()
-        if result is None:
-            if eval_trials is None:
-                eval_trials = make_trials(case, evaluation_seeds)
-            result = evaluate(case, method, tuning.chosen, evaluation_seeds, trials=eval_trials,
-                              progress=progress, finished=store and store.result_runs)
-            if store:
-                store.save_result(result)
-                store.result_runs.clear()
-        tunings[method.label], results[method.label] = tuning, result
-    return Comparison(case.name, reference, {m.label: m for m in methods}, tunings, results,
+        tunings[method.label] = tuning
+        results[method.label] = _evaluated(case, method, tuning, eval_trials, store, progress)
+    done = Comparison(case.name, reference, {m.label: m for m in methods}, tunings, results,
                       tuning_seeds, evaluation_seeds, case.climate_std)
+    calls = tuple(done.close_call_labels()) if close_call_seeds else ()
+    if not calls:
+        return done
+    more_trials = _LazyTrials(case, close_call_seeds)
+    extended = {}
+    for method in methods:
+        more = _evaluated(case, method, tunings[method.label], more_trials,
+                          store_for(method, close_call_seeds), progress)
+        extended[method.label] = results[method.label].joined(more)
+    return dataclasses.replace(done, results=extended,
+                               evaluation_seeds=evaluation_seeds + close_call_seeds,
+                               close_calls=calls, close_call_seeds=close_call_seeds)
+
+
+class _LazyTrials:
+    """The trials of ``seeds``, made the first time they are needed (never, when every
+    method's evaluation comes from the cache)."""
+
+    def __init__(self, case: Case, seeds: tuple):
+        self.case, self.seeds, self._trials = case, seeds, None
+
+    def get(self) -> list:
+        if self._trials is None:
+            self._trials = make_trials(self.case, self.seeds)
+        return self._trials
+
+
+def _evaluated(case: Case, method: Method, tuning: Tuning, trials: _LazyTrials, store,
+               progress: bool) -> MethodResult:
+    """``method`` at its chosen knobs on the trials' seeds: from the cache where it holds
+    them, else evaluated (its finished runs kept until the whole result is stored)."""
+    result = store.load_result() if store else None
+    if result is not None:
+        result = store.check_result(result, tuning)
+    if result is not None:
+        store.result_runs.clear()
+        return result
+    result = evaluate(case, method, tuning.chosen, trials.seeds, trials=trials.get(),
+                      progress=progress, finished=store and store.result_runs)
+    if store:
+        store.save_result(result)
+        store.result_runs.clear()
+    return result

@@ -275,7 +275,7 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
         return (_Store(case, method, tuning_seeds, seeds, identities[0],
                        identities[1][method.label]) if identities else None)
 
-    tune_trials = None
+    tune_trials = _LazyTrials(case, tuning_seeds)
     eval_trials = _LazyTrials(case, evaluation_seeds)
     tunings, results = {}, {}
     bar = tqdm(methods, desc=f"{case.name}", unit="method", disable=not progress)
@@ -286,9 +286,9 @@ def compare(case: Case, methods: Sequence[Method], *, tuning_seeds: Sequence[int
         if tuning is not None:
             store.tuning_runs.clear()  # runs left by a crash between storing and clearing
         if tuning is None:
-            if method.tuning_grid() and tune_trials is None:
-                tune_trials = make_trials(case, tuning_seeds)
-            tuning = tune(case, method, tuning_seeds, trials=tune_trials, progress=progress,
+            tuning = tune(case, method, tuning_seeds,
+                          trials=tune_trials.get() if method.tuning_grid() else None,
+                          progress=progress,
                           batch_size=len(evaluation_seeds), finished=store and store.tuning_runs)
             if store:
                 store.save_tuning(tuning)

@@ -8,8 +8,11 @@ temporary file, which replaces the original only when the run succeeds.
 ``--jobs N`` executes up to N notebooks at once, each in its own process (default: one per
 usable core, at most 2). A chapter's work is almost all one thread (the filters' small
 matrix decompositions run one after another), so two chapters at once take about half the
-wall time of one after the other on two cores; each chapter's recorded duration stays about
-what it takes alone. A chapter that reuses another's cached results waits for it
+wall time of one after the other on two cores. A chapter's recorded duration is then about
+what it takes alone only where its work is the filters' decompositions; a chapter that
+trains networks, whose matrix products use every core, records longer beside another
+(chapter 6's loops: 255 s beside another chapter, 170 s alone, same code and machine).
+``--jobs 1`` records what each chapter takes alone (the stored notebooks' durations). A chapter that reuses another's cached results waits for it
 (:data:`AFTER`), so that nothing is computed twice; a chapter that measures time runs with
 no other beside it (:data:`ALONE`).
 """

@@ -11,7 +11,7 @@ import pytest
 
 from scoreda import cache as cache_lib
 from scoreda import assimilate
-from scoreda.experiments import compare, twin
+from scoreda.experiments import compare, cost, twin
 from scoreda.filters import FILTERS, kalman, registry
 
 SMALL = twin.TwinConfig(d=20, n_cycles=120, burn_in=20, n_members=10)
@@ -241,8 +241,21 @@ def test_a_close_call_runs_every_method_on_more_trials(tmp_path, monkeypatch):
                         close_call_seeds=[5, 6], progress=False)
     first = compare.compare(case, near, tuning_seeds=[], evaluation_seeds=range(6), progress=False)
     assert first.close_call_labels() == ["ETKF 1.06"] and first.close_calls == ()
+    rows = []  # the runs the close calls add (the first six trials come from the cache)
+    real = assimilate.cycle_batch
+    monkeypatch.setattr(assimilate, "cycle_batch",
+                        lambda keys, *a, **k: rows.append(keys.shape[0]) or real(keys, *a, **k))
     more = compare.compare(case, near, tuning_seeds=[], evaluation_seeds=range(6),
                            close_call_seeds=range(6, 12), progress=False)
+    monkeypatch.setattr(assimilate, "cycle_batch", real)
+    # the dry run's upper bound for them is these runs, no fewer
+    monkeypatch.setattr(cost, "analysis_seconds", lambda *a, **k: 0.004)
+    work = [cost.MethodWork("ETKF", (), 0)] * len(near)
+    steps = SMALL.n_cycles
+    assert cost.close_call_seconds(work, n_members=SMALL.n_members, d=SMALL.d, n_steps=steps,
+                                   n_close=6, forecast=0.001) == pytest.approx(
+        sum(rows) * steps * (0.001 + cost.OBSERVED_SHARE * 0.004))
+    assert rows == [6] * len(near)
     assert more.close_calls == ("ETKF 1.06",) and more.evaluation_seeds == tuple(range(12))
     assert more.close_call_seeds == tuple(range(6, 12))
     for m in near:
@@ -255,6 +268,9 @@ def test_a_close_call_runs_every_method_on_more_trials(tmp_path, monkeypatch):
     assert "| 0/12 |" in more.table()
     back = compare.Comparison.from_record(more.record())
     assert back.close_calls == more.close_calls and back.table() == more.table()
+    two = dataclasses.replace(more, close_calls=("ETKF 1.06", "ETKF 3"))
+    assert ("the differences to ETKF of ETKF 1.06 and ETKF 3 were close calls on the first 6"
+            in two.table())
     clear = compare.compare(case, [near[0], near[2]], tuning_seeds=[], evaluation_seeds=range(6),
                             close_call_seeds=range(6, 12), progress=False)
     assert clear.close_calls == () and clear.evaluation_seeds == tuple(range(6))

@@ -100,7 +100,8 @@ def _dry_run(chosen: list[Path], scale: str, estimate: bool = True) -> int:
             print(f"    {name}: {before!r} -> {value!r}")
         stages = cost.estimate(path.stem, effective_parameters(path, scale)) if estimate else None
         if stages:
-            print("    estimated on this machine (empty cache; compilation not counted):")
+            print("    estimated on this machine (empty cache; compilation not counted; close calls "
+                  "at most):")
             for stage in stages:
                 print(f"      {stage.name:26s} {_minutes(stage.seconds):>9s}  {stage.detail}")
             chapter = sum(s.seconds for s in stages)

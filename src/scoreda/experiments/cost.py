@@ -202,12 +202,25 @@ def comparison_seconds(methods: list[MethodWork], *, n_members: int, d: int, n_s
                        n_tuning: int, n_trials: int, forecast: float) -> float:
     """Seconds of one comparison case: per method, its tuning runs (:func:`tuning_runs`) and
     ``n_trials`` reported runs, each ``n_steps`` cycles."""
-    total = 0.0
-    for m in methods:
-        runs = tuning_runs(m, n_tuning, n_trials) + n_trials
-        step = forecast + OBSERVED_SHARE * analysis_seconds(m.filter, n_members, d, m.knobs)
-        total += runs * n_steps * step
-    return total
+    return sum((tuning_runs(m, n_tuning, n_trials) + n_trials)
+               * _run_seconds(m, n_members=n_members, d=d, n_steps=n_steps, forecast=forecast)
+               for m in methods)
+
+
+def close_call_seconds(methods: list[MethodWork], *, n_members: int, d: int, n_steps: int,
+                       n_close: int, forecast: float) -> float:
+    """Seconds a comparison case may add when a verdict is a close call: every method runs
+    ``n_close`` more trials (``close_call_seeds``, one batch) at its chosen knobs. An upper
+    bound: a case without a close call adds nothing."""
+    return sum(n_close * _run_seconds(m, n_members=n_members, d=d, n_steps=n_steps,
+                                      forecast=forecast) for m in methods)
+
+
+def _run_seconds(method: MethodWork, *, n_members: int, d: int, n_steps: int,
+                 forecast: float) -> float:
+    """One run of ``method``: ``n_steps`` forecasts and analyses at the observed share."""
+    step = forecast + OBSERVED_SHARE * analysis_seconds(method.filter, n_members, d, method.knobs)
+    return n_steps * step
 
 
 def _grid(*axes) -> int:
@@ -302,6 +315,17 @@ def _chapter_04(p: Mapping) -> list[Stage]:
                         n_obs * comparison_seconds(methods("truth" in p["authors_setting_in"]),
                                                    forecast=forecast_true, **sizes),
                         f"{n_obs} observation networks"))
+    n_close = p.get("close_call_trials", 0)
+    if n_close:
+        more = dict(n_members=n, d=20, n_steps=n_steps, n_close=n_close)
+        seconds = n_obs * sum(
+            close_call_seconds(methods(s in p["authors_setting_in"]), forecast=forecast_nn, **more)
+            for s in compared)
+        seconds += n_obs * close_call_seconds(methods("truth" in p["authors_setting_in"]),
+                                              forecast=forecast_true, **more)
+        stages.append(Stage("close calls, at most", seconds,
+                            f"{n_close} more trials for every method of every case (only "
+                            "where a verdict is a close call)"))
     return stages
 
 
@@ -338,6 +362,16 @@ def _chapter_05(p: Mapping) -> list[Stage]:
                         comparison_seconds(methods("exact solver" in p["authors_setting_in"]),
                                            forecast=forecast_true, **sizes),
                         f"one {n}-member solver step {forecast_true * 1e3:.1f} ms"))
+    n_close = p.get("close_call_trials", 0)
+    if n_close:
+        more = dict(n_members=n, d=d, n_steps=n_steps, n_close=n_close)
+        seconds = sum(close_call_seconds(methods(c in p["authors_setting_in"]),
+                                         forecast=forecast_nn, **more) for c in cases)
+        seconds += close_call_seconds(methods("exact solver" in p["authors_setting_in"]),
+                                      forecast=forecast_true, **more)
+        stages.append(Stage("close calls, at most", seconds,
+                            f"{n_close} more trials for every method of every case (only "
+                            "where a verdict is a close call)"))
     check = len(p["tuning_seeds"]) * n_steps * sum(
         forecast_nn + OBSERVED_SHARE * analysis_seconds("EnSF", n, d, (("n_steps", k), ("integrator", i)))
         for i, k in [("exponential", k) for k in p["convergence_steps"]] + [("euler", 500)])

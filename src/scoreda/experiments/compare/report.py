@@ -180,10 +180,13 @@ class Comparison:
                          f"{self.climate_std:.3g}.")
         if self.close_calls:
             first = n - len(self.close_call_seeds)
-            notes.append(f"Trials: {', '.join(self.close_calls)} minus {self.reference} was a "
-                         f"close call on the first {first} (the interval's distance from 0 under "
-                         f"its half-width), so every method ran {len(self.close_call_seeds)} "
-                         "more.")
+            calls = list(self.close_calls)
+            which = (f"{calls[0]} minus {self.reference} was a close call" if len(calls) == 1
+                     else f"the differences to {self.reference} of "
+                          f"{', '.join(calls[:-1])} and {calls[-1]} were close calls")
+            notes.append(f"Trials: {which} on the first {first} (the interval's distance from 0 "
+                         f"under its half-width), so every method ran "
+                         f"{len(self.close_call_seeds)} more.")
         if knobs and any("†" in line for line in lines[2:]):
             notes.append("† at the edge of its tuning grid (after widening).")
         if knobs and any("‡" in line for line in lines[2:]):

@@ -12,9 +12,10 @@ wall time of one after the other on two cores. A chapter's recorded duration is 
 what it takes alone only where its work is the filters' decompositions; a chapter that
 trains networks, whose matrix products use every core, records longer beside another
 (chapter 6's loops: 255 s beside another chapter, 170 s alone, same code and machine).
-``--jobs 1`` records what each chapter takes alone (the stored notebooks' durations). A chapter that reuses another's cached results waits for it
-(:data:`AFTER`), so that nothing is computed twice; a chapter that measures time runs with
-no other beside it (:data:`ALONE`).
+``--jobs 1`` records what each chapter takes alone (the stored notebooks' durations). A
+chapter that reuses another's cached results waits for it (:data:`AFTER`), so that nothing
+is computed twice; a chapter that measures time runs with no other beside it
+(:data:`ALONE`).
 """
 
 from __future__ import annotations

@@ -202,25 +202,22 @@ def comparison_seconds(methods: list[MethodWork], *, n_members: int, d: int, n_s
                        n_tuning: int, n_trials: int, forecast: float) -> float:
     """Seconds of one comparison case: per method, its tuning runs (:func:`tuning_runs`) and
     ``n_trials`` reported runs, each ``n_steps`` cycles."""
-    return sum((tuning_runs(m, n_tuning, n_trials) + n_trials)
-               * _run_seconds(m, n_members=n_members, d=d, n_steps=n_steps, forecast=forecast)
-               for m in methods)
+    total = 0.0
+    for m in methods:
+        runs = tuning_runs(m, n_tuning, n_trials) + n_trials
+        step = forecast + OBSERVED_SHARE * analysis_seconds(m.filter, n_members, d, m.knobs)
+        total += runs * n_steps * step
+    return total
 
 
 def close_call_seconds(methods: list[MethodWork], *, n_members: int, d: int, n_steps: int,
                        n_close: int, forecast: float) -> float:
     """Seconds a comparison case may add when a verdict is a close call: every method runs
-    ``n_close`` more trials (``close_call_seeds``, one batch) at its chosen knobs. An upper
-    bound: a case without a close call adds nothing."""
-    return sum(n_close * _run_seconds(m, n_members=n_members, d=d, n_steps=n_steps,
-                                      forecast=forecast) for m in methods)
-
-
-def _run_seconds(method: MethodWork, *, n_members: int, d: int, n_steps: int,
-                 forecast: float) -> float:
-    """One run of ``method``: ``n_steps`` forecasts and analyses at the observed share."""
-    step = forecast + OBSERVED_SHARE * analysis_seconds(method.filter, n_members, d, method.knobs)
-    return n_steps * step
+    ``n_close`` more trials (``close_call_seeds``, one batch) at its chosen knobs, tuning
+    nothing (:func:`comparison_seconds` with no tuning trial). An upper bound: a case
+    without a close call adds nothing."""
+    return comparison_seconds(methods, n_members=n_members, d=d, n_steps=n_steps, n_tuning=0,
+                              n_trials=n_close, forecast=forecast)
 
 
 def _grid(*axes) -> int:
@@ -317,7 +314,7 @@ def _chapter_04(p: Mapping) -> list[Stage]:
                         f"{n_obs} observation networks"))
     n_close = p.get("close_call_trials", 0)
     if n_close:
-        more = dict(n_members=n, d=20, n_steps=n_steps, n_close=n_close)
+        more = {k: sizes[k] for k in ("n_members", "d", "n_steps")} | {"n_close": n_close}
         seconds = n_obs * sum(
             close_call_seconds(methods(s in p["authors_setting_in"]), forecast=forecast_nn, **more)
             for s in compared)
@@ -364,7 +361,7 @@ def _chapter_05(p: Mapping) -> list[Stage]:
                         f"one {n}-member solver step {forecast_true * 1e3:.1f} ms"))
     n_close = p.get("close_call_trials", 0)
     if n_close:
-        more = dict(n_members=n, d=d, n_steps=n_steps, n_close=n_close)
+        more = {k: sizes[k] for k in ("n_members", "d", "n_steps")} | {"n_close": n_close}
         seconds = sum(close_call_seconds(methods(c in p["authors_setting_in"]),
                                          forecast=forecast_nn, **more) for c in cases)
         seconds += close_call_seconds(methods("exact solver" in p["authors_setting_in"]),

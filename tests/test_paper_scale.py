@@ -73,6 +73,19 @@ def test_the_cost_model_counts_the_cycles_the_harness_runs(tmp_path, monkeypatch
     assert seconds == pytest.approx(sum(rows) * 30 * (0.001 + cost.OBSERVED_SHARE * 0.004))
 
 
+def test_the_close_call_price_is_zero_without_trials_and_refuses_a_bad_count(monkeypatch):
+    monkeypatch.setattr(cost, "analysis_seconds", lambda *a, **k: 0.004)
+    work = [cost.MethodWork("ETKF", (), 3), cost.MethodWork("LETKF", (), 4, static_groups=2)]
+    sizes = dict(n_members=10, d=20, n_steps=30, forecast=0.001)
+    assert cost.close_call_seconds(work, n_close=0, **sizes) == 0.0
+    # two methods, five runs each, no tuning: 10 runs of 30 steps
+    assert cost.close_call_seconds(work, n_close=5, **sizes) == pytest.approx(
+        10 * 30 * (0.001 + cost.OBSERVED_SHARE * 0.004))
+    for bad in (-1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="n_close"):
+            cost.close_call_seconds(work, n_close=bad, **sizes)
+
+
 def test_a_record_is_refused_unless_finished_and_whole(tmp_path):
     folder = tmp_path / "05_kdv_experiment"
     folder.mkdir()

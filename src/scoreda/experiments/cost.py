@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scoreda import _checks
+
 #: share of DA steps that carry observations (the paper's 15 observed / 5 forecast-only)
 OBSERVED_SHARE = 15 / 20
 #: the knobs of EnSF in the authors' setting that set its cost (500 Euler steps), read from
@@ -215,7 +217,9 @@ def close_call_seconds(methods: list[MethodWork], *, n_members: int, d: int, n_s
     """Seconds a comparison case may add when a verdict is a close call: every method runs
     ``n_close`` more trials (``close_call_seeds``, one batch) at its chosen knobs, tuning
     nothing (:func:`comparison_seconds` with no tuning trial). An upper bound: a case
-    without a close call adds nothing."""
+    without a close call adds nothing. ``n_close``: a whole number, 0 or more."""
+    if _checks.integer("n_close", n_close, 0) == 0:
+        return 0.0
     return comparison_seconds(methods, n_members=n_members, d=d, n_steps=n_steps, n_tuning=0,
                               n_trials=n_close, forecast=forecast)
 

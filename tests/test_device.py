@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scoreda import device
-from scoreda.filters import ensf, kalman, registry
+from scoreda.filters import ensf, kalman, registry, reverse_sde
 
 
 def test_the_paired_block_is_a_cache_block_on_a_cpu_and_the_whole_state_elsewhere():
@@ -40,13 +40,13 @@ def test_on_an_accelerator_ensf_runs_the_whole_state_as_one_block(monkeypatch):
     """Faking the platform: the paired path takes one block of all d components (on a CPU
     several), and the analysis is the same either way (blocked runs draw the same noise)."""
     seen = []
-    original = ensf._paired_blocked
+    original = reverse_sde.paired_blocked
 
     def spy(*args, **kwargs):
         seen.append(kwargs["block_size"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ensf, "_paired_blocked", spy)
+    monkeypatch.setattr(reverse_sde, "paired_blocked", spy)
     key = jax.random.key(0)
     ens = jax.random.normal(jax.random.key(1), (20, 5000))
     y = jnp.arctan(jax.random.normal(jax.random.key(2), (5000,)))

@@ -8,7 +8,7 @@ import pytest
 from jax.scipy.special import logsumexp
 from jax.scipy.stats import norm
 
-from scoreda.filters import ensf
+from scoreda.filters import ensf, reverse_sde
 from scoreda.systems import lorenz96 as l96
 
 
@@ -23,12 +23,12 @@ def ensemble64(x64):
 @pytest.mark.parametrize("t, v", [(0.9, 0.0), (0.3, 0.1), (0.02, 0.0946)])
 def test_paired_prior_score_is_the_gradient_of_its_gaussian(ensemble64, t, v):
     x, z = ensemble64
-    sched = ensf.schedule(0.5, 0.025, 1000, jnp.float64)
+    sched = reverse_sde.schedule(0.5, 0.025, 1000, jnp.float64)
     alpha = 1 - 0.5 * t
     beta2 = 0.025 + 0.975 * t
     logp = lambda zj, xj: jnp.sum(norm.logpdf(zj, alpha * xj, jnp.sqrt(alpha**2 * v + beta2)))
     expected = jax.vmap(jax.grad(logp))(z, x)
-    got = ensf.paired_prior_score(z, x, alpha, beta2, v)
+    got = reverse_sde.paired_prior_score(z, x, alpha, beta2, v)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert sched.t.dtype == jnp.float64
 
@@ -44,7 +44,7 @@ def test_mixture_prior_score_is_the_gradient_of_the_gaussian_mixture(ensemble64,
         return logsumexp(comp) - jnp.log(x.shape[0])
 
     expected = jax.vmap(jax.grad(log_mixture))(z)
-    got = ensf.mixture_prior_score(z, x, alpha, beta2, v)
+    got = reverse_sde.mixture_prior_score(z, x, alpha, beta2, v)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -58,14 +58,14 @@ def test_likelihood_score_is_the_gradient_of_the_log_likelihood(ensemble64, obs)
     loglik = lambda zj: -jnp.sum(jnp.where(mask, (h(zj) - y) ** 2, 0.0)) / (2 * sigma**2)
     expected = jax.vmap(jax.grad(loglik))(z)
     op = h if obs == "callable" else obs
-    got = ensf.likelihood_score(z, y, sigma, op, mask, fast=False)
+    got = reverse_sde.likelihood_score(z, y, sigma, op, mask, fast=False)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-8)
     assert np.all(np.asarray(got)[:, ~np.asarray(mask)] == 0)
 
 
 def test_schedule_coefficients_are_the_derivatives():
     # f = d log(alpha)/dt and g^2 = d(beta^2)/dt - 2 f beta^2, checked by finite differences.
-    s = ensf.schedule(0.3, 0.05, 10)
+    s = reverse_sde.schedule(0.3, 0.05, 10)
     t = np.asarray(s.t, np.float64)
     alpha = lambda t: 1 - 0.7 * t
     beta2 = lambda t: 0.05 + 0.95 * t
@@ -171,13 +171,16 @@ def test_partial_observation_leaves_paired_unobserved_components_to_the_prior():
 def test_blocked_fast_path_equals_the_plain_loop():
     truth, forecast, y = lorenz_case(n_members=8, d=37)
     kw = dict(obs="arctan", n_steps=50, eps_a=0.5, eps_b=0.025, clip=1000.0)
-    nums = ensf.Numbers(*(jnp.float32(v) for v in (0.01, 0.0, 0.5, 0.025, 1000.0, 1.0)))
-    center, mask = ensf.ensemble_mean(forecast), jnp.ones(37, bool)
-    blocked = ensf._paired_blocked(jax.random.key(7), forecast, center, y, mask, nums,
-                                   obs="arctan", n_steps=50, start="standard", block_size=5)
+    nums = reverse_sde.Numbers(*(jnp.float32(v)
+                                 for v in (0.01, 0.0, 0.5, 0.025, 1000.0, 1.0)))
+    center, mask = reverse_sde.ensemble_mean(forecast), jnp.ones(37, bool)
+    blocked = reverse_sde.paired_blocked(jax.random.key(7), forecast, center, y, mask, nums,
+                                         obs="arctan", n_steps=50, start="standard",
+                                         block_size=5)
     plain = ensf.analysis(jax.random.key(7), forecast, y, 0.01, **kw, block_size=37)
-    general = ensf._general(jax.random.key(7), forecast, center, y, mask, nums, obs="arctan",
-                            prior="paired", n_steps=50, start="standard", noise="hash")
+    general = reverse_sde.general(jax.random.key(7), forecast, center, y, mask, nums,
+                                  obs="arctan", prior="paired", n_steps=50, start="standard",
+                                  noise="hash")
     np.testing.assert_allclose(blocked, plain, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(blocked, general, rtol=1e-5, atol=1e-5)
 

@@ -74,3 +74,36 @@ def test_observe_noise_statistics_and_masking():
 def test_observe_refuses_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         observe.observe(jax.random.key(0), **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(observe.ELEMENTWISE))
+def test_each_named_operator_carries_its_true_slope_inverse_and_trust_length(name):
+    """The table's derivative is h' by automatic differentiation, its inverse undoes h on
+    the range, and its trust length is |h'/h''| (None only for a linear h)."""
+    op = observe.ELEMENTWISE[name]
+    with jax.enable_x64():
+        x = jnp.asarray(np.linspace(-6.0, 6.0, 241) + 0.013)  # avoids x = 0 exactly
+        slope = jax.vmap(jax.grad(op.h))(x)
+        bend = jax.vmap(jax.grad(jax.grad(op.h)))(x)
+        np.testing.assert_allclose(op.slope(x), slope, rtol=1e-12)
+        np.testing.assert_allclose(op.inverse(op.h(x)), x, rtol=1e-9)
+        assert np.all(np.abs(op.h(x)) < op.bound)
+        if op.trust_length is None:
+            np.testing.assert_array_equal(bend, 0.0)
+        else:
+            np.testing.assert_allclose(op.trust_length(x), np.abs(slope / bend), rtol=1e-9)
+    assert observe.OPERATORS[name] is op.h
+
+
+def test_invert_clips_to_the_range_and_refuses_what_it_cannot_invert():
+    y = jnp.array([-2.0, -1.0, 0.5, 1.6, 3.0])
+    edge = np.pi / 2 - 0.05
+    np.testing.assert_allclose(observe.invert("arctan", y, margin=0.05),
+                               np.tan(np.clip(np.asarray(y), -edge, edge)), rtol=1e-6)
+    np.testing.assert_array_equal(observe.invert("identity", y, margin=0.05), y)
+    with pytest.raises(ValueError, match="obs must be one of"):
+        observe.invert(jnp.arctan, y)
+    with pytest.raises(ValueError, match="obs must be one of"):
+        observe.elementwise("cubic")
+    with pytest.raises(ValueError, match="margin"):
+        observe.invert("arctan", y, margin=-0.1)

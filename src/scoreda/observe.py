@@ -35,7 +35,67 @@ def arctan(x: jax.Array) -> jax.Array:
     return jnp.arctan(x)
 
 
-OPERATORS: dict[str, Operator] = {"identity": identity, "arctan": arctan}
+def _unit_slope(x: jax.Array) -> jax.Array:
+    return jnp.ones_like(x)
+
+
+def _arctan_slope(x: jax.Array) -> jax.Array:
+    """:math:`h'(x) = 1/(1 + x^2)`."""
+    return 1.0 / (1.0 + x * x)
+
+
+def _arctan_trust_length(x: jax.Array) -> jax.Array:
+    """:math:`|h'/h''| = (1 + x^2)/(2|x|)` (huge, not infinite, at 0)."""
+    return (1.0 + x * x) / (2.0 * jnp.maximum(jnp.abs(x), 1e-30))
+
+
+class Elementwise(NamedTuple):
+    r"""A named elementwise operator with what the filters need of it, all ``(...,) -> (...,)``.
+
+    Fields:
+      h: the operator :math:`h(x)`.
+      slope: its derivative :math:`h'(x)` (the diagonal of the Jacobian).
+      inverse: :math:`h^{-1}(y)` on the open range ``(-bound, bound)``.
+      bound: :math:`\sup |h|`, the edge of the range (``inf`` when it has none).
+      trust_length: :math:`|h'(x)/h''(x)|`, the distance over which the slope changes by
+        about itself (how far a linearisation at ``x`` can be trusted); None for a linear
+        ``h``.
+    """
+
+    h: Operator
+    slope: Operator
+    inverse: Operator
+    bound: float
+    trust_length: Operator | None
+
+
+#: the named operators: the one place that knows their derivatives and inverses
+ELEMENTWISE: dict[str, Elementwise] = {
+    "identity": Elementwise(identity, _unit_slope, identity, float("inf"), None),
+    "arctan": Elementwise(arctan, _arctan_slope, jnp.tan, float(np.pi / 2),
+                          _arctan_trust_length),
+}
+OPERATORS: dict[str, Operator] = {name: op.h for name, op in ELEMENTWISE.items()}
+
+
+def elementwise(obs) -> Elementwise:
+    """The :class:`Elementwise` entry of a named operator; ``ValueError`` for anything else
+    (a callable has no known inverse)."""
+    if isinstance(obs, str) and obs in ELEMENTWISE:
+        return ELEMENTWISE[obs]
+    raise ValueError(f"obs must be one of {sorted(ELEMENTWISE)} here, got {obs!r}")
+
+
+def invert(obs, values, margin=0.0):
+    r""":math:`h^{-1}(y)` of a named operator, with ``values`` first clipped to
+    :math:`|y| \le` ``bound - margin`` (noise can push an observation past an asymptote:
+    arctan's :math:`\pm\pi/2`); ``margin`` >= 0, in the observation's units."""
+    op = elementwise(obs)
+    _checks.non_negative("margin", margin)
+    if not np.isfinite(op.bound):
+        return op.inverse(values)
+    edge = op.bound - margin
+    return op.inverse(jnp.clip(values, -edge, edge))
 
 
 def operator(obs: str | Operator) -> Operator:

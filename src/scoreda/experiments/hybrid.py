@@ -154,9 +154,7 @@ class Experiment(NamedTuple):
 def invert(setting: Setting, values):
     r""":math:`h^{-1}(y)`; for arctan the argument is clipped to :math:`|y| \le \pi/2 - 0.05`
     first (noise can push an observation past the asymptote)."""
-    if setting.obs == "identity":
-        return values
-    return jnp.tan(jnp.clip(values, -jnp.pi / 2 + 0.05, jnp.pi / 2 - 0.05))
+    return observe.invert(setting.obs, values, margin=0.05)
 
 
 def interpolate_in_time(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

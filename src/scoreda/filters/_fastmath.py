@@ -51,6 +51,11 @@ def arctan(x: jax.Array) -> jax.Array:
     return jnp.copysign(a, x)
 
 
+#: fast versions of the named observation operators (by :data:`scoreda.observe.ELEMENTWISE`
+#: name); an operator not listed here is its own fast version
+FAST = {"arctan": arctan}
+
+
 def _lowbias32(h: jax.Array) -> jax.Array:
     h = h ^ (h >> 16)
     h = h * jnp.uint32(0x7FEB352D)

@@ -83,9 +83,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoreda import _checks
+from scoreda import _checks, observe
 from scoreda.device import full_precision
 from scoreda.filters import kalman, localisation
+from scoreda.filters.reverse_sde import forward_coefficients
 
 #: ``"flow"``: deterministic (each member encoded by the prior's flow, decoded by the
 #: posterior's); ``"ancestral"``: stochastic, fresh draws of the posterior
@@ -111,7 +112,8 @@ def pseudo_times(eps_a, eps_b, n_steps: int, sigma_hi, sigma_lo, dtype=jnp.float
     eps_b = jnp.asarray(eps_b, dtype)
 
     def log_sigma(t):
-        return 0.5 * jnp.log(eps_b + (1.0 - eps_b) * t) - jnp.log(1.0 - (1.0 - eps_a) * t)
+        alpha, beta2 = forward_coefficients(t, eps_a, eps_b)
+        return 0.5 * jnp.log(beta2) - jnp.log(alpha)
 
     top, bottom = log_sigma(jnp.asarray(1.0, dtype)), log_sigma(jnp.asarray(0.0, dtype))
     hi = jnp.clip(jnp.log(jnp.asarray(sigma_hi, dtype)), bottom, top)
@@ -132,11 +134,12 @@ def pseudo_times(eps_a, eps_b, n_steps: int, sigma_hi, sigma_lo, dtype=jnp.float
 
 def _jacobian(obs, h):
     """``x_hat (N, d) -> J``: ``(1, d)`` diagonal for the identity (shared by all members),
-    ``(N, d)`` diagonal for arctan, ``(N, d, d)`` for a callable (``jax.jacfwd``)."""
+    ``(N, d)`` diagonal for another named operator (its slope,
+    :data:`scoreda.observe.ELEMENTWISE`), ``(N, d, d)`` for a callable (``jax.jacfwd``)."""
     if obs == "identity":
         return lambda xh: jnp.ones((1, xh.shape[1]), xh.dtype)
-    if obs == "arctan":
-        return lambda xh: 1.0 / (1.0 + xh * xh)
+    if obs in observe.ELEMENTWISE:  # obs is "callable" for a callable h
+        return observe.ELEMENTWISE[obs].slope
     return jax.vmap(jax.jacfwd(h))
 
 
@@ -179,8 +182,7 @@ def _analysis(key, x, y, mask, obs_std, inflation, radius, eps_a, eps_b, distanc
     sigma_hi = SIGMA_HI * jnp.sqrt(jnp.max(lam))
     sigma_lo = SIGMA_LO * jnp.minimum(jnp.min(prior_std), jnp.asarray(obs_std, dtype))
     t = pseudo_times(eps_a, eps_b, n_steps, sigma_hi, sigma_lo, dtype)
-    alpha = 1.0 - (1.0 - eps_a) * t
-    beta2 = eps_b + (1.0 - eps_b) * t
+    alpha, beta2 = forward_coefficients(t, eps_a, eps_b)
     maskf = mask.astype(dtype)
     obs_var = jnp.asarray(obs_std, dtype) ** 2
     rvar = jnp.where(mask, obs_var, 1.0)  # unobserved rows: J = 0, innovation 0, S = 1

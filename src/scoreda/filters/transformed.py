@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from scoreda import _checks
+from scoreda import _checks, observe
 from scoreda.device import full_precision
 from scoreda.filters import kalman
 
@@ -35,11 +35,12 @@ def tan_observations(y, obs_std, mask=None):
     r"""``(z, std, mask)``: :math:`z = \tan y` ``(d,)``, its delta-method standard deviation
     :math:`\sigma (1 + z^2)` ``(d,)`` and the components where it is used (observed and
     :math:`|y| < \pi/2 - 3\sigma`)."""
+    arctan = observe.ELEMENTWISE["arctan"]
     y = jnp.asarray(y)
-    usable = jnp.abs(y) < jnp.pi / 2 - MARGIN_STDS * obs_std
+    usable = jnp.abs(y) < arctan.bound - MARGIN_STDS * obs_std
     if mask is not None:
         usable = usable & jnp.asarray(mask, bool)
-    z = jnp.tan(jnp.where(usable, y, 0.0))
+    z = arctan.inverse(jnp.where(usable, y, 0.0))
     std = obs_std * (1.0 + z * z)
     return z, std, usable
 

@@ -46,9 +46,3 @@ def write_results(name: str, rows, markdown: str) -> Path:
         tmp.write_text(text)
         os.replace(tmp, path)
     return RESULTS / f"{name}.md"
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)

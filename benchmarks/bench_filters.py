@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import ensf_numpy
-from _common import best_time, machine, markdown_table, write_results
+from _common import best_time, machine, write_results
 from scoreda.experiments import twin
+from scoreda.experiments.compare import markdown_table
 from scoreda.filters import ensf, kalman
 
 

@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, machine, markdown_table, write_results  # noqa: E402
+from _common import best_time, machine, write_results  # noqa: E402
 
 from scoreda import device  # noqa: E402
 from scoreda.experiments import twin  # noqa: E402
-from scoreda.experiments.compare import Method, runner  # noqa: E402
+from scoreda.experiments.compare import Method, markdown_table, runner  # noqa: E402
 from scoreda.experiments.rollout import AUTHORS_ENSF  # noqa: E402
 from scoreda.filters import ensf, kalman  # noqa: E402
 

@@ -16,9 +16,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from _common import best_time, machine, markdown_table, write_results
+from _common import best_time, machine, write_results
 from scoreda import assimilate
 from scoreda.experiments import twin
+from scoreda.experiments.compare import markdown_table
 from scoreda.filters import ensf, kalman
 
 CONFIG = twin.TwinConfig(d=40, n_members=20, n_cycles=300, burn_in=50)

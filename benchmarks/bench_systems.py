@@ -17,7 +17,8 @@ import jax
 import numpy as np
 from scipy.integrate import odeint
 
-from _common import best_time, machine, markdown_table, write_results
+from _common import best_time, machine, write_results
+from scoreda.experiments.compare import markdown_table
 from scoreda.systems import kdv, lorenz96 as l96
 
 

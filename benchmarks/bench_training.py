@@ -12,7 +12,8 @@ Run: ``python benchmarks/bench_training.py`` (results go to ``benchmarks/results
 
 from __future__ import annotations
 
-from _common import markdown_table, write_results
+from _common import write_results
+from scoreda.experiments.compare import markdown_table
 from scoreda.surrogates import conv, data, deeponet, lstm, train
 
 CASES = [

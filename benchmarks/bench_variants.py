@@ -20,7 +20,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from _common import best_time, markdown_table, write_results
+from _common import best_time, write_results
+from scoreda.experiments.compare import markdown_table
 from scoreda.filters import ensf, gaussian_score, kalman, regression
 
 N = 20

@@ -323,3 +323,57 @@ def test_a_close_call_is_an_interval_nearer_to_zero_than_its_half_width():
     a = rng.normal(2.0, 0.1, 10)
     assert not statistics.paired_difference(a + 1.0 + rng.normal(0, 0.05, 10), a).close_call
     assert statistics.paired_difference(a + rng.normal(0, 0.05, 10), a).close_call
+
+
+def _toy_comparison(rmse_by_label, reference):
+    results = {k: compare.MethodResult({}, r, r, r, r, np.zeros(3, int),
+                                       np.where(np.isfinite(r), -1, 5))
+               for k, r in rmse_by_label.items()}
+    return compare.Comparison("toy", reference, {}, {}, results, (100,),
+                              tuple(range(len(next(iter(rmse_by_label.values()))))))
+
+
+def test_a_tally_counts_each_verdict_of_its_comparisons():
+    """Three toy cases whose verdicts are known by construction: "a" 0.5 below "b" in every
+    trial (better), 0.5 above (worse), and the same plus noise around 0 (no difference);
+    a reference given as a function of the comparison picks it per case."""
+    rng = np.random.default_rng(0)
+    base = 1.0 + 0.1 * rng.random(12)
+    noise = 0.01 * rng.standard_normal(12)
+    cases = [_toy_comparison({"a": base - 0.5, "b": base}, "b"),
+             _toy_comparison({"a": base + 0.5, "b": base}, "b"),
+             _toy_comparison({"a": base + noise, "b": base}, "b")]
+    assert [c.outcome("a", "b") for c in cases] == ["better", "worse",
+                                                   "no significant difference"]
+    assert compare.tally(cases, "a", "b") == {"better": 1, "worse": 1,
+                                              "no significant difference": 1}
+    assert compare.tally(cases[:2], "a", lambda c: c.reference) == {
+        "better": 1, "worse": 1, "no significant difference": 0}
+    assert compare.tally([], "a", "b") == dict.fromkeys(compare.OUTCOMES, 0)
+    one = _toy_comparison({"a": np.array([0.5]), "b": np.array([1.0])}, "b")
+    assert compare.tally([one], "a", "b")["not comparable"] == 1
+
+
+def test_an_interval_read_on_its_own_gives_the_harness_verdict():
+    assert compare.interval_outcome(-0.3, -0.1) == "better"
+    assert compare.interval_outcome(0.1, np.inf) == "worse"
+    assert compare.interval_outcome(-0.1, 0.2) == "no significant difference"
+    assert compare.interval_outcome(-0.1, 0.0) == "no significant difference"
+    assert compare.interval_outcome(np.nan, 0.2) == "not comparable"
+    with pytest.raises(ValueError, match="low <= high"):
+        compare.interval_outcome(0.2, -0.1)
+    # the same words as Comparison.outcome on the same paired data
+    rng = np.random.default_rng(1)
+    for shift in (-0.4, 0.0, 0.4):
+        b = 1.0 + rng.random(10)
+        c = _toy_comparison({"a": b + shift + 0.02 * rng.standard_normal(10), "b": b}, "b")
+        diff = c.difference("a", "b")
+        assert compare.interval_outcome(diff.low, diff.high) == c.outcome("a", "b")
+
+
+def test_a_markdown_table_has_one_line_per_row_and_refuses_ragged_rows():
+    text = compare.markdown_table(["x", "y"], [[1, "a"], [2.5, None]])
+    assert text.split("\n") == ["| x | y |", "|---|---|", "| 1 | a |", "| 2.5 | None |"]
+    assert compare.markdown_table(["x"], []) == "| x |\n|---|"
+    with pytest.raises(ValueError, match="row 1 has 1 cells, the header 2"):
+        compare.markdown_table(["x", "y"], [[1, 2], [3]])

@@ -74,6 +74,22 @@ class Difference(NamedTuple):
         return min(abs(self.low), abs(self.high)) < (self.high - self.low) / 2
 
 
+#: the one-word verdicts of a paired difference "method minus reference" (lower is better)
+OUTCOMES = ("better", "worse", "no significant difference")
+
+
+def interval_outcome(low: float, high: float) -> str:
+    """The verdict of a 95% interval of "method minus reference" read on its own (e.g. from
+    a record): ``"better"`` when it lies below 0, ``"worse"`` above, ``"no significant
+    difference"`` when it holds 0, ``"not comparable"`` when an end is NaN."""
+    low, high = float(low), float(high)
+    if np.isnan(low) or np.isnan(high):
+        return "not comparable"
+    if low > high:
+        raise ValueError(f"an interval needs low <= high, got [{low}, {high}]")
+    return "better" if high < 0 else "worse" if low > 0 else "no significant difference"
+
+
 @lru_cache(maxsize=64)
 def _signed_rank_cdf(n: int) -> np.ndarray:
     r"""The exact null CDF of the signed-rank statistic :math:`T^+` for ``n`` pairs without

@@ -57,12 +57,21 @@ every public name is importable from here.
 from __future__ import annotations
 
 from scoreda.experiments.compare.model import Case, Method, MethodResult, Trial, Tuning, grid_points
-from scoreda.experiments.compare.report import Comparison
+from scoreda.experiments.compare.report import Comparison, markdown_table, tally
 from scoreda.experiments.compare.runner import compare, evaluate, make_trials, trajectory, tune
 from scoreda.experiments.compare.tuning import check_tuning, choose, search, tied, tuning_scores
-from scoreda.experiments.statistics import Difference, Family, holm, mean_interval, paired_difference
+from scoreda.experiments.statistics import (
+    OUTCOMES,
+    Difference,
+    Family,
+    holm,
+    interval_outcome,
+    mean_interval,
+    paired_difference,
+)
 
 __all__ = ["Trial", "Case", "Method", "Tuning", "MethodResult", "Difference", "Family",
            "Comparison", "paired_difference", "mean_interval", "holm", "trajectory",
            "make_trials", "grid_points", "tuning_scores", "tied", "choose", "search", "tune",
-           "evaluate", "compare", "check_tuning"]
+           "evaluate", "compare", "check_tuning", "markdown_table", "tally", "OUTCOMES",
+           "interval_outcome"]

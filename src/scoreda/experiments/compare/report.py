@@ -11,7 +11,32 @@ import numpy as np
 from scoreda.experiments.compare.model import Method, MethodResult, Tuning, _short
 from scoreda.experiments.compare.store import result_json, tuning_json
 from scoreda.experiments.compare.tuning import _is_number, at_edge_of, tied, tuning_scores
-from scoreda.experiments.statistics import Difference, mean_interval, paired_difference
+from scoreda.experiments.statistics import OUTCOMES, Difference, mean_interval, paired_difference
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A Markdown table: ``header`` (n names) and ``rows`` (each n cells, shown with
+    ``str``)."""
+    header = [str(h) for h in header]
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"row {i} has {len(row)} cells, the header {len(header)}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def tally(comparisons, label: str, reference) -> dict[str, int]:
+    """How many of ``comparisons`` give each verdict of ``label`` against ``reference`` (a
+    method's label, or a function of the comparison that names it, e.g. its best Kalman
+    filter): a count for every word of :data:`~scoreda.experiments.statistics.OUTCOMES`,
+    and for ``"not comparable"`` when some comparison has fewer than 2 trials."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for c in comparisons:
+        ref = reference(c) if callable(reference) else reference
+        word = c.outcome(label, ref)
+        counts[word] = counts.get(word, 0) + 1
+    return counts
 
 
 @dataclasses.dataclass

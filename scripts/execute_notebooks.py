@@ -15,7 +15,8 @@ trains networks, whose matrix products use every core, records longer beside ano
 ``--jobs 1`` records what each chapter takes alone (the stored notebooks' durations). A
 chapter that reuses another's cached results waits for it (:data:`AFTER`), so that nothing
 is computed twice; a chapter that measures time runs with no other beside it
-(:data:`ALONE`).
+(:data:`ALONE`). The kernels of one run share one persistent XLA compilation cache, new for
+the run, as in CI (:func:`use_compilation_cache`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,20 @@ AFTER = {"08": ("03",), "09": ("04",)}
 #: enter its numbers (run with two chapters at once, chapter 9 measured the LSTM's training
 #: rate at 532 windows/s against 888 alone, on the same machine)
 ALONE = ("07", "09")
+
+
+def use_compilation_cache() -> str:
+    """One persistent XLA compilation cache for this run's kernels, as ``scripts/test.sh``
+    gives the CI's (so the stored durations are measured the way CI executes the chapters):
+    a program compiled once, e.g. the cycle of one surrogate architecture and filter, is
+    loaded, not compiled again, for the next case that runs it (another surrogate of that
+    architecture, another observation network). New and empty for each run unless
+    ``JAX_COMPILATION_CACHE_DIR`` is set; returns the folder."""
+    folder = (os.environ.get("JAX_COMPILATION_CACHE_DIR")
+              or tempfile.mkdtemp(prefix="scoreda-xla-"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    return folder
 
 
 def needs_execution(path: Path) -> bool:
@@ -128,6 +143,7 @@ def main(argv=None) -> int:
         todo = [p for p in NOTEBOOKS if args.all or needs_execution(p)]
     if not todo:
         print("All notebooks are stored executed; nothing to run.")
+    use_compilation_cache()
     if jobs > 1 and len(todo) > 1:
         return 1 if run_parallel(todo, jobs) else 0
     for path in todo:

@@ -117,3 +117,19 @@ def test_the_gpu_benchmark_runs_at_small_sizes_and_refuses_a_cpu_for_the_record(
     assert "EnSF paired, d = 4,000" in out and "largest difference, device vs CPU | - | - | 0 |" in out
     assert bench.main([]) == 2 and "no accelerator here" in capsys.readouterr().out
     assert (results.read_text() if results.exists() else None) == before
+
+
+def test_compiled_cost_reports_the_programs_bytes_and_the_best_time(monkeypatch):
+    """The memory is the compiled program's arguments + outputs + temporaries (here a
+    (1000, 1000) float32 matrix in and out: at least 8 MB), the time the smallest of the
+    timed calls (a fake clock that makes the second call the fastest)."""
+    x = jnp.ones((1000, 1000), jnp.float32)
+    cost = device.compiled_cost(lambda a: a * 2.0, x, repeats=3)
+    assert cost.memory_bytes >= 2 * x.nbytes
+    assert 0 < cost.seconds < 10
+    ticks = iter([0.0, 5.0, 10.0, 11.0, 20.0, 27.0])  # calls of 5, 1 and 7 s
+    monkeypatch.setattr(device.time, "perf_counter", lambda: next(ticks))
+    assert device.best_seconds(lambda: None, repeats=3) == 1.0
+    for bad in (0, 1.5, "3"):
+        with pytest.raises(ValueError, match="repeats"):
+            device.best_seconds(lambda: None, repeats=bad)

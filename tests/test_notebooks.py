@@ -185,6 +185,23 @@ def test_the_executor_runs_two_chapters_at_once_and_a_reuser_after_its_source(lo
     assert ex.ready(by_number["08"], [by_number["05"]])
     assert not ex.ready(by_number["08"], [by_number["03"]])
 
+
+def test_the_executor_gives_its_kernels_one_new_compilation_cache(load_script, monkeypatch,
+                                                                 tmp_path):
+    """As scripts/test.sh does for CI: a new, empty folder for the run's XLA programs
+    (inherited by the kernels through the environment), or the one the caller set."""
+    ex = load_script("execute_notebooks")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    monkeypatch.setattr(ex.tempfile, "tempdir", str(tmp_path))
+    folder = ex.use_compilation_cache()
+    assert Path(folder).is_dir() and not any(Path(folder).iterdir())
+    assert Path(folder).parent == tmp_path
+    assert ex.os.environ["JAX_COMPILATION_CACHE_DIR"] == folder
+    assert ex.os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0.2"
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    assert ex.use_compilation_cache() == str(tmp_path / "mine")
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_chapter_opens_with_objectives_prerequisites_and_its_measured_lab_time(path, load_script):
     """The card after the title (a cell tagged ``chapter-card``): what the reader will do,

@@ -10,6 +10,9 @@ same way everywhere, and can be tested on a CPU by naming another platform:
   accelerator, the whole state in one block: measured on one H200 at ``d = 10^6``,
   ``N = 20``, the CPU's blocking made the GPU run 153 small blocks one after another, 21
   times slower than one block (issue 28).
+* :func:`best_seconds` and :func:`compiled_cost`: what one call costs here (the best wall
+  time, and a compiled program's memory), as the book's timings and the benchmarks measure
+  it.
 * :func:`full_precision`: the filters' matrix products at float32 precision
   (``jax.default_matmul_precision("highest")`` while the filter is traced). A CPU computes
   float32 products in full precision anyway (the results are bit for bit the same with or
@@ -21,7 +24,9 @@ same way everywhere, and can be tested on a CPU by naming another platform:
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import math
+import time
+from typing import Callable, NamedTuple
 
 import jax
 
@@ -68,6 +73,48 @@ def full_precision(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return precise
+
+
+def best_seconds(call: Callable[[], object], repeats: int = 3) -> float:
+    """The best wall time of ``repeats`` calls of ``call()`` (the least disturbed by other
+    work on the machine), each timed until its result is ready (``jax.block_until_ready``,
+    so asynchronous dispatch is included). Compile or warm up before: every call is timed.
+    ``repeats`` >= 1."""
+    _checks.integer("repeats", repeats, 1)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+class CompiledCost(NamedTuple):
+    """What one call of a compiled function costs on this device.
+
+    Fields:
+      seconds: the best wall time of one call (compiled first; the inputs already on the
+        device), over the calls timed.
+      memory_bytes: the compiled program's memory: its arguments, outputs and temporaries
+        (XLA's ``memory_analysis``; 0 where the backend does not report it).
+    """
+
+    seconds: float
+    memory_bytes: int
+
+
+def compiled_cost(fn: Callable, *args, repeats: int = 3) -> CompiledCost:
+    """Compile ``fn(*args)`` (``jax.jit``), run it once, then time ``repeats`` calls and keep
+    the best (the least disturbed by other work on the machine); each call blocks until its
+    result is ready. ``repeats`` >= 1."""
+    _checks.integer("repeats", repeats, 1)
+    compiled = jax.jit(fn).lower(*args).compile()
+    stats = compiled.memory_analysis()
+    memory = 0 if stats is None else int(stats.argument_size_in_bytes
+                                         + stats.output_size_in_bytes
+                                         + stats.temp_size_in_bytes)
+    jax.block_until_ready(compiled(*args))
+    return CompiledCost(best_seconds(lambda: compiled(*args), repeats), memory)
 
 
 def _platform_name(name) -> str:

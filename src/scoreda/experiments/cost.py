@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from typing import Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoreda import _checks
+from scoreda import _checks, device
 
 #: share of DA steps that carry observations (the paper's 15 observed / 5 forecast-only)
 OBSERVED_SHARE = 15 / 20
@@ -53,12 +52,7 @@ def seconds_per_call(fn: Callable, *args, repeats: int = 3) -> float:
     """The fastest of ``repeats`` timed calls of ``fn(*args)`` after one untimed call (which
     compiles); the result is blocked on, so asynchronous dispatch is included."""
     jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - tic)
-    return best
+    return device.best_seconds(lambda: fn(*args), repeats)
 
 
 def machine_fingerprint() -> dict:

@@ -175,7 +175,8 @@ def paper_methods(ssp_mse: float, *, ensf_steps: int, eps_b_grid, inflation_grid
     tables:
 
     * ``"EnSF"``: the score filter with ``ensf_steps`` steps of the exponential integrator,
-      tuned over ``eps_b_grid``;
+      tuned over ``eps_b_grid`` x ``model_error_grid`` (the cycle knob every tuned method
+      is offered; EnSF has no multiplicative inflation, and ``eps_b`` is its additive one);
     * ``"EnSF (authors' setting)"`` (when ``with_authors``): :data:`AUTHORS_ENSF`, fixed;
     * ``"EnKF (paper)"``: the authors' EnKF, fixed: initial spread 10, model error
       :math:`\sqrt{0.1^2 + \mathrm{SSP\ MSE}}` (``ssp_mse``, the surrogate's single-step mean
@@ -183,8 +184,9 @@ def paper_methods(ssp_mse: float, *, ensf_steps: int, eps_b_grid, inflation_grid
       (:func:`fill_device`);
     * one tuned method per name of ``kalman`` (registry names, e.g. ``"EnKF"``,
       ``"LETKF"``, ``"IEnKF"``, ``"LETKF-tan"``), over ``inflation_grid`` x
-      ``model_error_grid``, and ``radius_grid`` where the filter localises; each may widen
-      its grid ``widen`` times.
+      ``model_error_grid``, and ``radius_grid`` where the filter localises.
+
+    Every tuned method may widen its grid ``widen`` times.
     """
     from scoreda.filters import registry
 
@@ -192,7 +194,8 @@ def paper_methods(ssp_mse: float, *, ensf_steps: int, eps_b_grid, inflation_grid
     if len(set(kalman)) != len(kalman):
         raise ValueError(f"kalman names a filter twice: {list(kalman)}")
     methods = [compare.Method("EnSF", "EnSF", knobs={"n_steps": ensf_steps},
-                              grid={"eps_b": eps_b_grid})]
+                              grid={"eps_b": eps_b_grid, "model_error": model_error_grid},
+                              widen=widen)]
     if with_authors:
         methods.append(compare.Method("EnSF (authors' setting)", "EnSF", grid={},
                                       knobs=dict(AUTHORS_ENSF)))

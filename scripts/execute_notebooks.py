@@ -143,6 +143,7 @@ def main(argv=None) -> int:
         todo = [p for p in NOTEBOOKS if args.all or needs_execution(p)]
     if not todo:
         print("All notebooks are stored executed; nothing to run.")
+        return 0
     use_compilation_cache()
     if jobs > 1 and len(todo) > 1:
         return 1 if run_parallel(todo, jobs) else 0

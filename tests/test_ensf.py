@@ -380,3 +380,46 @@ def test_mixture_analysis_moves_each_mode_but_keeps_the_prior_mode_weights():
         exact_mean = mode + gain * (y - mode)
         # 1000 members of variance about 0.2: standard error 0.014
         assert abs(members.mean() - exact_mean) < 0.06, (members.mean(), exact_mean)
+
+
+def test_the_reverse_sde_loops_refuse_a_static_choice_they_do_not_have():
+    """Called directly (not through ensf.analysis), a misspelled choice is refused by name,
+    not run as another branch."""
+    x = jnp.ones((4, 6))
+    nums = reverse_sde.Numbers(*(jnp.float32(v) for v in (0.1, 0.0, 0.5, 0.025, 1e3, 1.0)))
+    args = (jax.random.key(0), x, x.mean(0), jnp.zeros(6), jnp.ones(6, bool), nums)
+    cases = [(reverse_sde.general, dict(obs="identity", prior="mixed", n_steps=5,
+                                        start="standard", noise="hash"), "prior"),
+             (reverse_sde.general, dict(obs="identity", prior="paired", n_steps=5,
+                                        start="standrad", noise="hash"), "start"),
+             (reverse_sde.general, dict(obs="identity", prior="paired", n_steps=5,
+                                        start="standard", noise="philox"), "noise"),
+             (reverse_sde.general, dict(obs="identity", prior="paired", n_steps=0,
+                                        start="standard", noise="hash"), "n_steps"),
+             (reverse_sde.paired_blocked, dict(obs="identity", n_steps=5, start="standard",
+                                               block_size=0), "block_size"),
+             (reverse_sde.paired_blocked, dict(obs="identity", n_steps=5, start="standard",
+                                               block_size=3, integrator="heun"), "integrator")]
+    for loop, kwargs, name in cases:
+        with pytest.raises(ValueError, match=name):
+            loop(*args, **kwargs)
+    with pytest.raises(ValueError, match="or a callable, got 'cubic'"):
+        reverse_sde.likelihood_score(x, jnp.zeros(6), 0.1, "cubic")
+
+
+def test_a_new_linear_row_of_the_operator_table_runs_through_ensf(monkeypatch):
+    """A linear operator added as one row (no trust length) runs through EnSF's fast path:
+    h(x) = 2x is identity observation of 2x, so with y = 2 y' and sigma = 2 sigma' the
+    analysis equals the identity one (to float rounding)."""
+    from scoreda import observe
+
+    table = dict(observe.ELEMENTWISE)
+    table["double"] = observe.Elementwise(lambda v: 2.0 * v, lambda v: 2.0 + 0.0 * v,
+                                          lambda v: 0.5 * v, float("inf"), None)
+    monkeypatch.setattr(observe, "ELEMENTWISE", table)
+    ens = 1.0 + jax.random.normal(jax.random.key(3), (16, 30))
+    y = jnp.linspace(-1.0, 1.0, 30)
+    kw = dict(n_steps=40, integrator="exponential")
+    doubled = ensf.analysis(jax.random.key(4), ens, 2.0 * y, 0.2, obs="double", **kw)
+    plain = ensf.analysis(jax.random.key(4), ens, y, 0.1, obs="identity", **kw)
+    np.testing.assert_allclose(doubled, plain, rtol=1e-4, atol=1e-4)

@@ -191,8 +191,9 @@ def test_the_executor_gives_its_kernels_one_new_compilation_cache(load_script, m
     """As scripts/test.sh does for CI: a new, empty folder for the run's XLA programs
     (inherited by the kernels through the environment), or the one the caller set."""
     ex = load_script("execute_notebooks")
-    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores the caller's value
+        monkeypatch.delenv(name)
     monkeypatch.setattr(ex.tempfile, "tempdir", str(tmp_path))
     folder = ex.use_compilation_cache()
     assert Path(folder).is_dir() and not any(Path(folder).iterdir())

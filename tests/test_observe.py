@@ -107,3 +107,5 @@ def test_invert_clips_to_the_range_and_refuses_what_it_cannot_invert():
         observe.elementwise("cubic")
     with pytest.raises(ValueError, match="margin"):
         observe.invert("arctan", y, margin=-0.1)
+    with pytest.raises(ValueError, match="margin must be below"):  # the clip would invert
+        observe.invert("arctan", y, margin=2.0)

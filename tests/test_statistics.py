@@ -346,10 +346,12 @@ def test_a_tally_counts_each_verdict_of_its_comparisons():
     assert [c.outcome("a", "b") for c in cases] == ["better", "worse",
                                                    "no significant difference"]
     assert compare.tally(cases, "a", "b") == {"better": 1, "worse": 1,
-                                              "no significant difference": 1}
+                                              "no significant difference": 1,
+                                              "not comparable": 0}
     assert compare.tally(cases[:2], "a", lambda c: c.reference) == {
-        "better": 1, "worse": 1, "no significant difference": 0}
-    assert compare.tally([], "a", "b") == dict.fromkeys(compare.OUTCOMES, 0)
+        "better": 1, "worse": 1, "no significant difference": 0, "not comparable": 0}
+    assert compare.tally([], "a", "b") == dict.fromkeys(
+        compare.OUTCOMES + ("not comparable",), 0)
     one = _toy_comparison({"a": np.array([0.5]), "b": np.array([1.0])}, "b")
     assert compare.tally([one], "a", "b")["not comparable"] == 1
 
@@ -362,6 +364,9 @@ def test_an_interval_read_on_its_own_gives_the_harness_verdict():
     assert compare.interval_outcome(np.nan, 0.2) == "not comparable"
     with pytest.raises(ValueError, match="low <= high"):
         compare.interval_outcome(0.2, -0.1)
+    for bad in (None, True, "0.1", np.array([0.1, 0.2])):
+        with pytest.raises(ValueError, match="must be a number"):
+            compare.interval_outcome(bad, 0.3)
     # the same words as Comparison.outcome on the same paired data
     rng = np.random.default_rng(1)
     for shift in (-0.4, 0.0, 0.4):
@@ -377,3 +382,9 @@ def test_a_markdown_table_has_one_line_per_row_and_refuses_ragged_rows():
     assert compare.markdown_table(["x"], []) == "| x |\n|---|"
     with pytest.raises(ValueError, match="row 1 has 1 cells, the header 2"):
         compare.markdown_table(["x", "y"], [[1, 2], [3]])
+    # rows from a generator are all kept; a pipe or a line break cannot break the table
+    rows = ((i, f"a|b\nc{i}") for i in range(2))
+    assert compare.markdown_table(["i", "s"], rows).split("\n")[2:] == [
+        "| 0 | a\\|b c0 |", "| 1 | a\\|b c1 |"]
+    with pytest.raises(ValueError, match="header must be a sequence"):
+        compare.markdown_table("xy", [[1, 2]])

@@ -89,11 +89,13 @@ def elementwise(obs) -> Elementwise:
 def invert(obs, values, margin=0.0):
     r""":math:`h^{-1}(y)` of a named operator, with ``values`` first clipped to
     :math:`|y| \le` ``bound - margin`` (noise can push an observation past an asymptote:
-    arctan's :math:`\pm\pi/2`); ``margin`` >= 0, in the observation's units."""
+    arctan's :math:`\pm\pi/2`); ``margin`` in ``[0, bound)``, in the observation's units."""
     op = elementwise(obs)
     _checks.non_negative("margin", margin)
     if not np.isfinite(op.bound):
         return op.inverse(values)
+    if _checks.is_concrete(margin) and not float(margin) < op.bound:
+        raise ValueError(f"margin must be below {obs}'s range bound {op.bound:g}, got {margin!r}")
     edge = op.bound - margin
     return op.inverse(jnp.clip(values, -edge, edge))
 

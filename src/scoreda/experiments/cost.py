@@ -51,6 +51,7 @@ class Stage(NamedTuple):
 def seconds_per_call(fn: Callable, *args, repeats: int = 3) -> float:
     """The fastest of ``repeats`` timed calls of ``fn(*args)`` after one untimed call (which
     compiles); the result is blocked on, so asynchronous dispatch is included."""
+    _checks.integer("repeats", repeats, 1)
     jax.block_until_ready(fn(*args))
     return device.best_seconds(lambda: fn(*args), repeats)
 

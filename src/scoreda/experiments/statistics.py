@@ -81,7 +81,11 @@ OUTCOMES = ("better", "worse", "no significant difference")
 def interval_outcome(low: float, high: float) -> str:
     """The verdict of a 95% interval of "method minus reference" read on its own (e.g. from
     a record): ``"better"`` when it lies below 0, ``"worse"`` above, ``"no significant
-    difference"`` when it holds 0, ``"not comparable"`` when an end is NaN."""
+    difference"`` when it holds 0, ``"not comparable"`` when an end is NaN. The ends are
+    numbers (``inf`` allowed); anything else is refused."""
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
     low, high = float(low), float(high)
     if np.isnan(low) or np.isnan(high):
         return "not comparable"

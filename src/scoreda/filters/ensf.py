@@ -106,11 +106,6 @@ from scoreda.device import full_precision
 from scoreda.filters import reverse_sde
 from scoreda.filters.reverse_sde import Numbers, ensemble_mean
 
-PRIORS = ("paired", "mixture")
-STARTS = ("standard", "marginal")
-NOISES = ("hash", "threefry")
-INTEGRATORS = ("euler", "exponential")
-_ELEMENTWISE_OBS = tuple(observe.ELEMENTWISE)
 
 #: the reference code's score clip (in standardised units), the default of Euler steps
 REFERENCE_CLIP = 1000.0
@@ -128,17 +123,12 @@ def check_knobs(*, prior="paired", kernel_var=0.0, eps_a=0.5, eps_b=0.025, n_ste
                 clip=None, scale=1.0, start="standard", noise="hash", block_size=None,
                 integrator="euler") -> None:
     """Raise ``ValueError`` naming the first knob outside its range (concrete values only)."""
-    for name, value, allowed in (("prior", prior, PRIORS), ("start", start, STARTS),
-                                 ("noise", noise, NOISES), ("integrator", integrator, INTEGRATORS)):
-        if not isinstance(value, str) or value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    reverse_sde.check_static(n_steps=n_steps, integrator=integrator, start=start, prior=prior,
+                             noise=noise, block_size=block_size)
     _checks.non_negative("kernel_var", kernel_var)
     if clip is not None:
         _checks.positive("clip", clip, allow_inf=True)
     _checks.positive("scale", scale)
-    _checks.integer("n_steps", n_steps, 1)
-    if block_size is not None:
-        _checks.integer("block_size", block_size, 1)
     _checks.ensf_noise_scales(eps_a, eps_b)
 
 
@@ -147,7 +137,7 @@ def default_clip(clip, integrator: str, obs) -> float:
     exponential integrator with ``"identity"`` or ``"arctan"``, else the reference's 1000."""
     if clip is not None:
         return clip
-    if integrator == "exponential" and not callable(obs) and obs in _ELEMENTWISE_OBS:
+    if integrator == "exponential" and isinstance(obs, str) and obs in observe.ELEMENTWISE:
         return math.inf
     return REFERENCE_CLIP
 
@@ -160,8 +150,9 @@ def _prepare(ensemble, y, obs_std, obs, mask, knobs: dict):
         raise ValueError(f"ensemble must have shape (N, d) with N, d >= 1, got {ensemble.shape}")
     d = ensemble.shape[1]
     _checks.observation_shapes(y, mask, d)
-    if not (callable(obs) or (isinstance(obs, str) and obs in _ELEMENTWISE_OBS)):
-        raise ValueError(f"obs must be one of {_ELEMENTWISE_OBS} or a callable, got {obs!r}")
+    if not (callable(obs) or (isinstance(obs, str) and obs in observe.ELEMENTWISE)):
+        raise ValueError(f"obs must be one of {tuple(observe.ELEMENTWISE)} or a callable, "
+                         f"got {obs!r}")
     check_knobs(**knobs)
     _checks.positive("obs_std", obs_std)
     _checks.finite("ensemble", ensemble)
@@ -328,8 +319,8 @@ def analysis(
       noise: ``"hash"`` (fast counter-based Gaussian noise, the default) or ``"threefry"``
         (``jax.random.normal``).
       integrator: ``"euler"`` (Euler-Maruyama, the reference) or ``"exponential"`` (the stiff
-        part of the drift solved exactly per step; see ``_step``), which needs far fewer
-        steps when ``obs_std`` is small.
+        part of the drift solved exactly per step; see :mod:`scoreda.filters.reverse_sde`),
+        which needs far fewer steps when ``obs_std`` is small.
       block_size: components per block in the paired fast path (default
         :func:`scoreda.device.paired_block_size`: on a CPU about 65,536 / N components, 256
         KiB of float32 state, which stays in cache; on an accelerator the whole state).

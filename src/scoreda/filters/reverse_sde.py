@@ -16,8 +16,9 @@ equations and the knobs' meaning), in standardised coordinates :math:`u = (x - m
   components that stay in cache), :func:`sharded` (that kernel under ``shard_map``) and
   :func:`general` (the mixture prior, a callable ``h``, ``threefry`` noise, the whole path).
 
-Inputs here are already checked (by :mod:`scoreda.filters.ensf`); the float knobs travel as
-one pytree, :class:`Numbers`, traced in a compiled cycle.
+The loops check their static choices (names, step and block counts) and nothing else: the
+arrays and float knobs are checked by :func:`scoreda.filters.ensf.analysis`, the function to
+call. The float knobs travel as one pytree, :class:`Numbers`, traced in a compiled cycle.
 """
 
 from __future__ import annotations
@@ -30,8 +31,26 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scoreda import device, observe
+from scoreda import _checks, device, observe
 from scoreda.filters import _fastmath
+
+PRIORS = ("paired", "mixture")
+STARTS = ("standard", "marginal")
+NOISES = ("hash", "threefry")
+INTEGRATORS = ("euler", "exponential")
+
+
+def check_static(*, n_steps, integrator, start, prior="paired", noise="hash",
+                 block_size=None) -> None:
+    """Raise ``ValueError`` naming the first static choice outside its set (``prior``,
+    ``start``, ``noise``, ``integrator``) or count below 1 (``n_steps``, ``block_size``)."""
+    for name, value, allowed in (("prior", prior, PRIORS), ("start", start, STARTS),
+                                 ("noise", noise, NOISES), ("integrator", integrator, INTEGRATORS)):
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    _checks.integer("n_steps", n_steps, 1)
+    if block_size is not None:
+        _checks.integer("block_size", block_size, 1)
 
 
 class Schedule(NamedTuple):
@@ -90,13 +109,16 @@ def likelihood_score(z, y, obs_std, obs: str | Callable = "identity", mask=None,
     A named operator (:data:`scoreda.observe.ELEMENTWISE`):
     :math:`-h'(z)(h(z) - y)/\sigma^2` (identity: :math:`-(z - y)/\sigma^2`; arctan:
     :math:`-(\arctan z - y)/(\sigma^2 (1 + z^2))`, with ``fast`` the polynomial arctan of
-    :mod:`scoreda.filters._fastmath`); a callable ``h`` acting on one state
+    ``scoreda.filters._fastmath``); a callable ``h`` acting on one state
     ``(d,) -> (d,)``: by ``jax.vjp``.
     """
     m = 1.0 if mask is None else jnp.asarray(mask, z.dtype)
     inv_var = 1.0 / obs_std**2
     if not callable(obs):
-        op = observe.elementwise(obs)
+        if not (isinstance(obs, str) and obs in observe.ELEMENTWISE):
+            raise ValueError(f"obs must be one of {sorted(observe.ELEMENTWISE)} or a callable, "
+                             f"got {obs!r}")
+        op = observe.ELEMENTWISE[obs]
         h = _fastmath.FAST.get(obs, op.h) if fast else op.h
         return -(h(z) - y) * (m * inv_var) * op.slope(z)
 
@@ -139,7 +161,7 @@ def _elementwise_likelihood(u, y, center, mask, nums: Numbers, obs: str, fast: b
     slope = op.slope(x)
     h = _fastmath.FAST.get(obs, op.h) if fast else op.h
     score = -(h(x) - y) * slope * precision / s
-    radius = op.trust_length(x) / s
+    radius = None if op.trust_length is None else op.trust_length(x) / s
     return score, precision * slope * slope, radius
 
 
@@ -205,8 +227,13 @@ def _step(u, k, *, prior_score, lik_score, lik_curvature, lik_radius, prior_var,
                                    "count_clipped"))
 def paired_blocked(key, x, center, y, mask, nums: Numbers, *, obs, n_steps, start, block_size,
                     integrator="euler", count_clipped=False, row_offset=0, col_offset=0):
-    # row_offset / col_offset: global index of this slice's first member / component (the
-    # noise depends on global indices only, so a shard draws what the whole array would)
+    """EnSF's paired path over blocks of ``block_size`` components (each block's whole
+    pseudo-time loop runs while it stays in cache): ``x`` the forecast ``(N, d)``, ``center``
+    its mean ``(d,)``, ``y`` and ``mask`` ``(d,)``, ``obs`` ``"identity"`` or ``"arctan"``.
+    Returns the analysis ``(N, d)`` (and, with ``count_clipped``, the number of clipped score
+    entries). ``row_offset`` / ``col_offset``: global index of this slice's first member /
+    component, so a shard draws the noise the whole array would."""
+    check_static(n_steps=n_steps, integrator=integrator, start=start, block_size=block_size)
     n_members, d = x.shape
     dtype = x.dtype
     sched = schedule(nums.eps_a, nums.eps_b, n_steps, dtype)
@@ -310,6 +337,10 @@ def _sharded_fn(mesh, n_members, d, block_size, obs, n_steps, start, integrator)
                                    "integrator", "count_clipped"))
 def general(key, x, center, y, mask, nums: Numbers, *, obs, prior, n_steps, start, noise,
              return_path=False, integrator="euler", count_clipped=False):
+    """EnSF's general path, one loop over the whole ``(N, d)`` state: the mixture prior, a
+    callable ``obs``, ``threefry`` noise, or the whole path (``return_path``: the states at
+    every pseudo-time, ``(K + 1, N, d)``). Arguments as :func:`paired_blocked`'s."""
+    check_static(n_steps=n_steps, integrator=integrator, start=start, prior=prior, noise=noise)
     n_members, d = x.shape
     dtype = x.dtype
     sched = schedule(nums.eps_a, nums.eps_b, n_steps, dtype)

@@ -15,23 +15,27 @@ from scoreda.experiments.statistics import OUTCOMES, Difference, mean_interval, 
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """A Markdown table: ``header`` (n names) and ``rows`` (each n cells, shown with
-    ``str``)."""
+    """A Markdown table: ``header`` (n names) and ``rows`` (each a sequence of n cells, shown
+    with ``str``; a ``|`` in a cell is escaped, a line break becomes a space)."""
+    if isinstance(header, (str, bytes)):
+        raise ValueError(f"header must be a sequence of column names, got the string {header!r}")
     header = [str(h) for h in header]
+    rows = [list(row) for row in rows]
     for i, row in enumerate(rows):
         if len(row) != len(header):
             raise ValueError(f"row {i} has {len(row)} cells, the header {len(header)}")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    cell = lambda c: str(c).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def tally(comparisons, label: str, reference) -> dict[str, int]:
     """How many of ``comparisons`` give each verdict of ``label`` against ``reference`` (a
     method's label, or a function of the comparison that names it, e.g. its best Kalman
-    filter): a count for every word of :data:`~scoreda.experiments.statistics.OUTCOMES`,
-    and for ``"not comparable"`` when some comparison has fewer than 2 trials."""
-    counts = dict.fromkeys(OUTCOMES, 0)
+    filter): a count for every word of :data:`~scoreda.experiments.statistics.OUTCOMES` and
+    for ``"not comparable"`` (a comparison with fewer than 2 trials)."""
+    counts = dict.fromkeys(OUTCOMES + ("not comparable",), 0)
     for c in comparisons:
         ref = reference(c) if callable(reference) else reference
         word = c.outcome(label, ref)

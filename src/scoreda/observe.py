@@ -62,11 +62,11 @@ class Elementwise(NamedTuple):
         ``h``.
     """
 
-    h: Operator
-    slope: Operator
-    inverse: Operator
+    h: Callable[[jax.Array], jax.Array]
+    slope: Callable[[jax.Array], jax.Array]
+    inverse: Callable[[jax.Array], jax.Array]
     bound: float
-    trust_length: Operator | None
+    trust_length: Callable[[jax.Array], jax.Array] | None
 
 
 #: the named operators: the one place that knows their derivatives and inverses

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoreda import _checks, assimilate, observe
-from scoreda.experiments import compare
+from scoreda.experiments import compare, records
 from scoreda.experiments.compare.store import result_json, tuning_json
 from scoreda.experiments.twin import CLIMATE_STD_F8, _advance
 from scoreda.systems import lorenz96 as l96
@@ -250,25 +250,12 @@ def stage_name(config: ReferenceConfig) -> str:
 
 def read_record(path) -> dict:
     """The record at ``path`` (``{"stages": {}, "comparisons": {}}`` when there is none)."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        return {"stages": {}, "comparisons": {}}
-    record = json.loads(path.read_text())
-    if not isinstance(record, dict) or not {"stages", "comparisons"} <= set(record):
-        raise ValueError(f"{path}: not a record of the EnSF reference experiment (no stages "
-                         f"and comparisons)")
-    return record
+    return records.read_sweep(path, ("stages", "comparisons"),
+                              "the EnSF reference experiment")
 
 
 def _write(path, record: dict) -> None:
-    from pathlib import Path
-
-    from scoreda import cache
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cache.write_json(Path(path), record)
+    records.write_sweep(path, record)
 
 
 def record_final_rmse(path, config: ReferenceConfig, seeds, *, progress: bool = True) -> dict:
@@ -322,25 +309,8 @@ def record_final_rmse(path, config: ReferenceConfig, seeds, *, progress: bool = 
 
 def _refuse_another(path, kind: str, key: str, settings: dict) -> None:
     """Raise ``ValueError`` if the record at ``path`` holds under ``kind`` an entry ``key``
-    whose ``settings`` differ (its name says d and sigma only): never overwrite one
-    experiment's numbers with another's under the same name."""
-    entry = read_record(path).get(kind, {}).get(key)
-    settings = json.loads(json.dumps(settings))  # as stored: tuples as lists
-    if entry is None:
-        return
-    differ = []
-    for name, value in settings.items():
-        stored = entry.get(name)
-        if isinstance(value, dict) and isinstance(stored, dict):
-            differ += [f"{name}.{k}" for k in sorted(set(value) | set(stored))
-                       if value.get(k) != stored.get(k)]
-        elif stored != value:
-            differ.append(name)
-    if differ:
-        raise ValueError(f"{path}: {kind} entry {key!r} was run with other settings "
-                         f"({', '.join(differ)} differ; a setting absent from the entry, such "
-                         "as a method's tie_rtol before 0.4.0, differs too); remove it from the "
-                         "record to run this one")
+    whose ``settings`` differ (its name says d and sigma only)."""
+    records.refuse_another(read_record(path), path, kind, key, settings)
 
 
 def record_comparison(path, config: ReferenceConfig, methods, *, tuning_seeds,

@@ -144,6 +144,52 @@ def load(directory: Path | str) -> dict[str, Record]:
     return found
 
 
+def read_sweep(path, kinds: tuple[str, ...], what: str) -> dict:
+    """The sweep record (a JSON object) at ``path``, with an empty object under each of
+    ``kinds`` it lacks; none there: one of empty ``kinds``. A file that is not such a record
+    raises ``ValueError`` naming ``what`` it should have been."""
+    path = Path(path)
+    if not path.is_file():
+        return {kind: {} for kind in kinds}
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict) or not set(kinds[:2]) <= set(record):
+        raise ValueError(f"{path}: not a record of {what} (no {' and '.join(kinds[:2])})")
+    for kind in kinds:
+        record.setdefault(kind, {})
+    return record
+
+
+def write_sweep(path, record: dict) -> None:
+    """Write a sweep record at ``path`` atomically (:func:`scoreda.cache.write_json`)."""
+    from scoreda import cache
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cache.write_json(Path(path), record)
+
+
+def refuse_another(record: dict, path, kind: str, key: str, settings: dict) -> None:
+    """Raise ``ValueError`` if ``record`` (read from ``path``) holds under ``kind`` an entry
+    ``key`` whose ``settings`` differ: never overwrite one experiment's numbers with
+    another's under the same name."""
+    entry = record.get(kind, {}).get(key)
+    settings = json.loads(json.dumps(settings))  # as stored: tuples as lists
+    if entry is None:
+        return
+    differ = []
+    for name, value in settings.items():
+        stored = entry.get(name)
+        if isinstance(value, dict) and isinstance(stored, dict):
+            differ += [f"{name}.{k}" for k in sorted(set(value) | set(stored))
+                       if value.get(k) != stored.get(k)]
+        elif stored != value:
+            differ.append(name)
+    if differ:
+        raise ValueError(f"{path}: {kind} entry {key!r} was run with other settings "
+                         f"({', '.join(differ)} differ; a setting absent from the entry, such "
+                         "as a method's tie_rtol before 0.4.0, differs too); remove it from the "
+                         "record to run this one")
+
+
 def book_values(notebook: Path | str) -> dict[str, Any]:
     """The values a stored, executed notebook glued (the book's numbers at its defaults)."""
     from scoreda.glued import glued_values

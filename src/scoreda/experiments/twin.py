@@ -1,15 +1,18 @@
 """Lorenz-96 twin experiments: a true run, its observations, a filter cycling on the true model.
 
 A *twin experiment* uses the same model for the truth and the forecasts, so that only the
-filter is tested. :class:`TwinConfig` holds every setting; :func:`make_twin` builds the
-truth, observations, initial ensemble and forecast model from it; :func:`score` runs one
-filter; :func:`case` makes the twin a case of the comparison harness, which tunes
-and evaluates filters on trials that differ (:mod:`scoreda.experiments.compare`).
+filter is tested; it can also give the forecast model another forcing (model error) or
+change the truth's forcing mid-run (a shock the forecast model does not know of).
+:class:`TwinConfig` holds every setting; :func:`make_twin` builds the truth, observations,
+initial ensemble and forecast model from it; :func:`score` runs one filter; :func:`case`
+makes the twin a case of the comparison harness, which tunes and evaluates filters on
+trials that differ (:mod:`scoreda.experiments.compare`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from functools import partial
 from typing import Callable, NamedTuple
@@ -43,6 +46,9 @@ class TwinConfig:
     init_std: float = 1.0  # initial ensemble: truth + N(0, init_std^2)
     spinup_steps: int = 1000  # steps of dt = 0.05 that put the truth on the attractor
     seed: int = 0
+    model_forcing: float | None = None  # the forecast model's F (None: ``forcing``)
+    shock_forcing: float | None = None  # the truth's F from ``shock_cycle`` on (None: none)
+    shock_cycle: int | None = None  # None: the middle of the scored cycles
 
     def __post_init__(self):
         _checks.integer("d", self.d, l96.MIN_DIM)
@@ -60,6 +66,32 @@ class TwinConfig:
                              f"the d = {self.d} components, got {self.observed_fraction!r}")
         _checks.integer("n_members", self.n_members, 2)
         _checks.non_negative("init_std", self.init_std)
+        if self.model_forcing is not None:
+            _checks.finite_scalar("model_forcing", self.model_forcing)
+        if self.shock_forcing is None:
+            if self.shock_cycle is not None:
+                raise ValueError(f"shock_cycle ({self.shock_cycle!r}) needs a shock_forcing")
+        else:
+            _checks.finite_scalar("shock_forcing", self.shock_forcing)
+            if self.shock_cycle is not None:
+                _checks.integer("shock_cycle", self.shock_cycle, 1)
+                if self.shock_cycle >= self.n_cycles:
+                    raise ValueError(f"shock_cycle ({self.shock_cycle}) must be < n_cycles "
+                                     f"({self.n_cycles}): the shock would never happen")
+
+    @property
+    def shock_at(self) -> int | None:
+        """The first cycle whose truth was advanced with ``shock_forcing`` (None: no shock)."""
+        if self.shock_forcing is None:
+            return None
+        if self.shock_cycle is not None:
+            return self.shock_cycle
+        return (self.burn_in + self.n_cycles) // 2
+
+    @property
+    def forecast_forcing(self) -> float:
+        """The forcing of the forecast model."""
+        return self.forcing if self.model_forcing is None else self.model_forcing
 
 
 class Twin(NamedTuple):
@@ -87,8 +119,7 @@ def make_twin(config: TwinConfig) -> Twin:
     x0 = l96.trajectory(x0, config.spinup_steps, 0.05, config.forcing,
                         save_every=max(config.spinup_steps, 1))[-1]
     every = config.steps_per_cycle
-    truth = l96.trajectory(x0, (config.n_cycles - 1) * every, config.dt, config.forcing,
-                           save_every=every)
+    truth = _truth(x0, config)
     mask = None
     if config.observed_fraction < 1.0:
         mask = observe.random_masks(jax.random.fold_in(k_obs, 1), config.n_cycles, config.d,
@@ -96,8 +127,23 @@ def make_twin(config: TwinConfig) -> Twin:
     observations = observe.observe(k_obs, truth, config.obs, config.obs_std, mask=mask)
     ensemble0 = truth[0] + config.init_std * jax.random.normal(k_ens, (config.n_members, config.d))
     model = assimilate.deterministic(
-        partial(_advance, n_steps=every, dt=config.dt, forcing=config.forcing))
+        partial(_advance, n_steps=every, dt=config.dt, forcing=config.forecast_forcing))
     return Twin(truth, observations, ensemble0, model)
+
+
+def _truth(x0, config: TwinConfig) -> jax.Array:
+    """The true states at the ``n_cycles`` analysis times, ``(n_cycles, d)``: F =
+    ``forcing``, from cycle ``shock_at`` on ``shock_forcing`` (the step into that cycle is
+    the first with the new forcing)."""
+    every, shock = config.steps_per_cycle, config.shock_at
+    if shock is None:
+        return l96.trajectory(x0, (config.n_cycles - 1) * every, config.dt, config.forcing,
+                              save_every=every)
+    before = l96.trajectory(x0, (shock - 1) * every, config.dt, config.forcing,
+                            save_every=every)
+    after = l96.trajectory(before[-1], (config.n_cycles - shock) * every, config.dt,
+                           config.shock_forcing, save_every=every)
+    return jax.numpy.concatenate([before, after[1:]])
 
 
 def _advance(x, *, n_steps, dt, forcing):
@@ -140,6 +186,22 @@ def forecast_case(key: jax.Array, config: TwinConfig, error_std: float = 1.0):
 CLIMATE_STD_F8 = 3.6
 
 
+@functools.lru_cache(maxsize=None)
+def climate_std(forcing: float) -> float | None:
+    """The climatological standard deviation of one Lorenz-96 component at ``forcing``:
+    :data:`CLIMATE_STD_F8` at F = 8, otherwise measured (d = 40, 40,000 RK4 steps of dt =
+    0.05, the first 10,000 left out; two decimals; e.g. 2.83 at F = 6, 5.06 at F = 12).
+    ``None`` for a forcing under 5, where the system may not be chaotic."""
+    forcing = float(forcing)
+    if forcing == 8.0:
+        return CLIMATE_STD_F8
+    if not forcing >= 5.0:
+        return None
+    x0 = l96.initial_states(jax.random.key(0), 40)
+    states = l96.trajectory(x0, 40_000, 0.05, forcing, save_every=10)[1000:]
+    return round(float(np.std(np.asarray(states))), 2)
+
+
 def case(config: TwinConfig, name: str = "Lorenz-96 twin") -> compare.Case:
     """The twin of ``config`` as a comparison case (:mod:`scoreda.experiments.compare`).
 
@@ -154,12 +216,20 @@ def case(config: TwinConfig, name: str = "Lorenz-96 twin") -> compare.Case:
                                   (config.n_members, config.d))
         return compare.Trial(built.truth, built.observations, built.truth[0], noise)
 
-    model = assimilate.deterministic(
-        partial(_advance, n_steps=config.steps_per_cycle, dt=config.dt, forcing=config.forcing))
+    model = assimilate.deterministic(partial(_advance, n_steps=config.steps_per_cycle,
+                                             dt=config.dt, forcing=config.forecast_forcing))
     described = {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"}
     if config.observed_fraction == 1.0:  # keeps the cache keys of fully observed twins
         del described["observed_fraction"]
+    for field in ("model_forcing", "shock_forcing", "shock_cycle"):
+        if described[field] is None:  # and of twins without model error or a shock
+            del described[field]
+    if config.shock_forcing is not None:
+        described["shock_cycle"] = config.shock_at
+    truth_forcings = [config.forcing] + ([] if config.shock_forcing is None
+                                         else [config.shock_forcing])
+    climates = [climate_std(f) for f in truth_forcings]
     return compare.Case(name, make_trial, model, config.obs, burn_in=config.burn_in,
                         init_std=config.init_std,
-                        climate_std=CLIMATE_STD_F8 if config.forcing == 8.0 else None,
+                        climate_std=None if None in climates else max(climates),
                         divergence_bound=50.0, cache_key="twin " + json.dumps(described, sort_keys=True))

@@ -93,6 +93,9 @@ def test_every_regime_builds_and_its_filters_have_grids():
                           burn_in=80).n_members == 8
     with pytest.raises(ValueError, match="unknown regime"):
         regimes.config("linear, 9 members", d=40, n_members=20, n_cycles=250, burn_in=80)
+    with pytest.raises(ValueError, match="unknown regime 'linear, 9 members'"):
+        regimes.methods("linear, 9 members", twin.TwinConfig(), ensf_steps=10,
+                        expensive=False)
 
 
 def test_a_wrong_model_offers_every_filter_model_error_and_the_perfect_model_grids_stay():

@@ -152,6 +152,8 @@ def methods(name: str, config: twin.TwinConfig, *, ensf_steps: int, expensive: b
     (the chapter's paper scale, the record) or in the regimes linear and arctan, EnSF with a
     mixture prior, and with ``arctan`` the IEnKF (each of its iterations costs an LETKF
     analysis). ``widen``: the harness's rounds of grid widening."""
+    if name not in GRIDS:
+        raise ValueError(f"unknown regime {name!r}; choose among {list(GRIDS)}")
     grids = GRIDS[name]
 
     def method(label, **knobs):

@@ -388,3 +388,75 @@ def test_a_markdown_table_has_one_line_per_row_and_refuses_ragged_rows():
         "| 0 | a\\|b c0 |", "| 1 | a\\|b c1 |"]
     with pytest.raises(ValueError, match="header must be a sequence"):
         compare.markdown_table("xy", [[1, 2]])
+
+
+def test_a_refused_step_is_halved_and_a_bound_is_not_an_edge():
+    # eps_b must stay below 1: from 0.8 (0.5 beside it) the step 1.28 and its half 1.04 are
+    # refused, 0.92 is scored; an optimum at 0.95 is then approached by halvings
+    method = compare.Method("EnSF", "EnSF", grid={"eps_b": (0.2, 0.5, 0.8)}, widen=2)
+    grid = method.tuning_grid()
+    assert compare.step_beyond(method, grid, {"eps_b": 0.8}, "eps_b") == 0.92
+    assert compare.step_beyond(method, grid, {"eps_b": 0.5}, "eps_b") is None  # interior
+    assert compare.step_beyond(method, grid, {"eps_b": 0.2}, "eps_b") == 0.08
+    calls = []
+
+    def score(points):
+        for p in points:
+            calls.append(p["eps_b"])
+            yield np.full(3, 1.0 + abs(p["eps_b"] - 0.95)), 100.0
+    tuning = compare.search(method, score)
+    # from 0.92 (0.8 beside it, less than 1.5 apart) the step is their difference: 1.04 is
+    # refused, 0.98 scored; it ties 0.92 (both 0.03 from the optimum), and a tie goes to
+    # the interior
+    assert calls[3:] == [0.92, 0.98]
+    assert tuning.chosen["eps_b"] == 0.92 and tuning.grid["eps_b"] == (0.2, 0.5, 0.8, 0.92, 0.98)
+    compare.check_tuning(method, tuning)
+    # bounds: inflation 1 (no deflation) and an additive knob at 0 have nothing beyond them
+    letkf = compare.Method("LETKF", "LETKF", grid={"inflation": (1.0, 1.1),
+                                                   "model_error": (0.0, 0.1)}, widen=0)
+    g = letkf.tuning_grid()
+    at_floor = {"inflation": 1.0, "model_error": 0.0}
+    assert compare.step_beyond(letkf, g, at_floor, "inflation") is None
+    assert compare.step_beyond(letkf, g, at_floor, "model_error") is None
+    assert compare.at_bound_of(letkf, g, at_floor, "inflation")
+    assert compare.at_bound_of(letkf, g, at_floor, "model_error")
+    at_top = {"inflation": 1.1, "model_error": 0.1}
+    assert compare.step_beyond(letkf, g, at_top, "inflation") == pytest.approx(1.2)
+    assert not compare.at_bound_of(letkf, g, at_top, "model_error")
+    # an integer axis is never widened, and its edge is an edge, not a bound
+    steps = compare.Method("EnSF", "EnSF", grid={"n_steps": (50, 100)}, widen=0)
+    assert not compare.at_bound_of(steps, steps.tuning_grid(), {"n_steps": 50}, "n_steps")
+
+
+def test_the_table_marks_a_bound_apart_from_an_edge():
+    # the LETKF best at inflation 1 (a bound) and the largest model error (an edge, no
+    # widening round left): ⊥ and †, each explained under the table
+    method = compare.Method("LETKF", "LETKF", widen=0,
+                            grid={"inflation": (1.0, 1.1), "model_error": (0.0, 0.1)})
+    score = lambda p: 1.0 + p["inflation"] - p["model_error"]
+    tuning = compare.search(method, lambda pts: ((np.full(3, score(p)), 100.0) for p in pts))
+    ones = np.ones(10)
+    result = compare.MethodResult(tuning.chosen, ones, ones, ones, ones[:5], np.zeros(3, int),
+                                  np.full(10, -1))
+    c = compare.Comparison("toy", "LETKF", {"LETKF": method}, {"LETKF": tuning},
+                           {"LETKF": result}, (100, 101, 102), tuple(range(10)))
+    assert c.edge_marks("LETKF") == {"inflation": "⊥", "model_error": "†"}
+    table = c.table()
+    assert "inflation 1 ⊥" in table and "model_error 0.1 †" in table
+    assert "⊥ at a bound of the knob's range" in table and "† at the edge" in table
+    # widened until interior (the optimum at model error 0.4): nothing beyond the bound
+    wide = dataclasses_replace(method, widen=4)
+    interior = compare.search(wide, lambda pts: (
+        (np.full(3, 1.0 + p["inflation"] + 100 * (p["model_error"] - 0.4) ** 2), 100.0)
+        for p in pts))
+    assert interior.chosen["model_error"] == 0.4  # steps 0.1, then doubling from 0.1 to 0.2
+    assert interior.grid["model_error"] == (0.0, 0.1, 0.2, 0.4, 0.8)
+    wide_result = result._replace(knobs=interior.chosen)
+    c = compare.Comparison("toy", "LETKF", {"LETKF": wide}, {"LETKF": interior},
+                           {"LETKF": wide_result}, (100, 101, 102), tuple(range(10)))
+    assert c.edge_marks("LETKF") == {"inflation": "⊥"} and "†" not in c.table()
+    # counted over comparisons: one knob at a bound, one interior; a fixed method counts nothing
+    fixed = compare.Method("ETKF", "ETKF", grid={})
+    c.methods["ETKF"], c.tunings["ETKF"] = fixed, compare.Tuning([], np.zeros(0), {}, np.zeros(0, int), {})
+    c.results["ETKF"] = result._replace(knobs={})
+    assert compare.edge_counts([c]) == {"†": 0, "⊥": 1, "interior": 1}

@@ -145,13 +145,13 @@ def config(name: str, *, d: int, n_members: int, n_cycles: int,
 
 
 def methods(name: str, config: twin.TwinConfig, *, ensf_steps: int, expensive: bool,
-            widen: int = 1) -> list[compare.Method]:
+            widen: int = compare.Method.widen) -> list[compare.Method]:
     """Every filter that regime ``name`` runs, with its grid (:data:`GRIDS`): the LETKF, the
     ETKF, EnSF (``ensf_steps`` reverse steps) and EnSF-G; with ``arctan`` observations the
     LETKF on tan y; with a part of the state observed EnSF-LR; and, when ``expensive``
     (the chapter's paper scale, the record) or in the regimes linear and arctan, EnSF with a
     mixture prior, and with ``arctan`` the IEnKF (each of its iterations costs an LETKF
-    analysis). ``widen``: the harness's rounds of grid widening."""
+    analysis). ``widen``: the harness's rounds of grid widening (default: the harness's)."""
     if name not in GRIDS:
         raise ValueError(f"unknown regime {name!r}; choose among {list(GRIDS)}")
     grids = GRIDS[name]
@@ -179,7 +179,8 @@ TIERS = {
     "paper": dict(n_cycles=2000, burn_in=500, n_trials=20, tuning_seeds=(101, 102, 103)),
 }
 #: the sizes every tier shares (the chapter's defaults)
-SHARED = dict(d=40, n_members=20, ensf_steps=200, close_call_trials=10, widen=2)
+SHARED = dict(d=40, n_members=20, ensf_steps=200, close_call_trials=10,
+              widen=compare.Method.widen)
 
 
 def entry_name(tier: str, name: str) -> str:

@@ -170,7 +170,7 @@ AUTHORS_ENSF = {"eps_a": 1.0, "eps_b": 0.0, "kernel_var": 0.0946, "n_steps": 500
 
 def paper_methods(ssp_mse: float, *, ensf_steps: int, eps_b_grid, inflation_grid, radius_grid,
                   model_error_grid, kalman=("LETKF",), with_authors: bool = False,
-                  widen: int = 1) -> list[compare.Method]:
+                  widen: int = compare.Method.widen) -> list[compare.Method]:
     r"""The methods of the paper's experiments (chapters 4 and 5), in the order of their
     tables:
 
@@ -186,7 +186,7 @@ def paper_methods(ssp_mse: float, *, ensf_steps: int, eps_b_grid, inflation_grid
       ``"LETKF"``, ``"IEnKF"``, ``"LETKF-tan"``), over ``inflation_grid`` x
       ``model_error_grid``, and ``radius_grid`` where the filter localises.
 
-    Every tuned method may widen its grid ``widen`` times.
+    Every tuned method may widen its grid ``widen`` times (default: the harness's).
     """
     from scoreda.filters import registry
 

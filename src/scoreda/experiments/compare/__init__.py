@@ -23,7 +23,9 @@ A comparison in this package is *fair* and *powered*:
   point), and
   a numeric axis whose chosen value sits at an edge of its grid is widened along the line
   through the chosen point, one value beyond the edge per round, for up to ``Method.widen``
-  rounds (the final grid and every point scored are the tuning's); scores within
+  rounds (the final grid and every point scored are the tuning's); an edge with no
+  admissible value beyond it (inflation 1, an additive knob at 0) is a *bound* of the knob's
+  range, marked ⊥, and one the last round left is marked †; scores within
   ``Method.tie_rtol`` (1%) of the lowest are tied, and a tie goes to fewer divergences, the
   given grid and the interior (:func:`choose`), so float noise does not pick an edge where
   an interior point ties, and a widened value is taken only if it beats the grid.
@@ -57,9 +59,10 @@ every public name is importable from here.
 from __future__ import annotations
 
 from scoreda.experiments.compare.model import Case, Method, MethodResult, Trial, Tuning, grid_points
-from scoreda.experiments.compare.report import Comparison, markdown_table, tally
+from scoreda.experiments.compare.report import Comparison, edge_counts, markdown_table, tally
 from scoreda.experiments.compare.runner import compare, evaluate, make_trials, trajectory, tune
-from scoreda.experiments.compare.tuning import check_tuning, choose, search, tied, tuning_scores
+from scoreda.experiments.compare.tuning import (at_bound_of, check_tuning, choose, search,
+                                                step_beyond, tied, tuning_scores)
 from scoreda.experiments.statistics import (
     OUTCOMES,
     Difference,
@@ -74,4 +77,4 @@ __all__ = ["Trial", "Case", "Method", "Tuning", "MethodResult", "Difference", "F
            "Comparison", "paired_difference", "mean_interval", "holm", "trajectory",
            "make_trials", "grid_points", "tuning_scores", "tied", "choose", "search", "tune",
            "evaluate", "compare", "check_tuning", "markdown_table", "tally", "OUTCOMES",
-           "interval_outcome"]
+           "interval_outcome", "step_beyond", "at_bound_of", "edge_counts"]

@@ -135,12 +135,15 @@ class Method:
         value of a float-valued axis with two or more values sits at an edge, the point one
         step beyond that edge *along the line through the chosen point* is scored (the step:
         the edge's ratio to its neighbour when the values are positive and at least 1.5
-        apart, else their difference), unless the filter's checks refuse or warn about it
-        (deflation) or it crosses zero. One new point per edge axis and round, not a new
-        slice of the product grid. 0: the grid as given. Default 1: each round is a
-        compilation and a batch of runs per method and case, and the book's chapters must
-        execute in half an hour on two cores; a choice still at an edge is marked † and
-        the grid is printed.
+        apart, else their difference; a step the filter's checks refuse or warn about, such
+        as eps_b at 1, is halved towards the edge, :func:`step_beyond`). One new point per
+        edge axis and round, not a new slice of the product grid, and rounds stop as soon as
+        the choice is interior, so a method tuned to the inside of its grid pays nothing.
+        An edge with no admissible value beyond it (an additive knob at 0, inflation 1: no
+        deflation) is a bound of the knob's range, marked ⊥ in tables; a choice still at
+        another edge after the last round is marked † and the grid is printed. Default 4:
+        the limit that keeps a runaway axis (a knob that only helps as it vanishes) from
+        widening for ever; 0: the grid as given.
       tie_rtol: tuning scores within this fraction of the lowest are *tied* (default 0.01:
         a 1% difference in mean tuning RMSE is far below what three tuning trials resolve,
         and the initial spread of a filter that forgets it scores within 0.001%). Among
@@ -161,7 +164,7 @@ class Method:
     knobs: Mapping = dataclasses.field(default_factory=dict)
     grid: Mapping | None = None
     wrap: Callable | None = None
-    widen: int = 1
+    widen: int = 4
     tie_rtol: float = 0.01
 
     def __post_init__(self):

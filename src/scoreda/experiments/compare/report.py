@@ -10,7 +10,8 @@ import numpy as np
 
 from scoreda.experiments.compare.model import Method, MethodResult, Tuning, _short
 from scoreda.experiments.compare.store import result_json, tuning_json
-from scoreda.experiments.compare.tuning import _is_number, at_edge_of, tied, tuning_scores
+from scoreda.experiments.compare.tuning import (_is_number, at_bound_of, at_edge_of, tied,
+                                                tuning_scores)
 from scoreda.experiments.statistics import OUTCOMES, Difference, mean_interval, paired_difference
 
 
@@ -40,6 +41,23 @@ def tally(comparisons, label: str, reference) -> dict[str, int]:
         ref = reference(c) if callable(reference) else reference
         word = c.outcome(label, ref)
         counts[word] = counts.get(word, 0) + 1
+    return counts
+
+
+def edge_counts(comparisons) -> dict[str, int]:
+    """How many tuned knobs of every method of ``comparisons`` sit, as chosen, at an edge of
+    their final grid: ``"†"`` where a wider grid exists (the widening rounds ran out) and
+    ``"⊥"`` at a bound of the knob's range (:meth:`Comparison.edge_marks`); ``"interior"``
+    counts the others."""
+    counts = {"†": 0, "⊥": 0, "interior": 0}
+    for c in comparisons:
+        for label, tuning in c.tunings.items():
+            if not tuning.points:
+                continue
+            marks = c.edge_marks(label)
+            for mark in marks.values():
+                counts[mark] += 1
+            counts["interior"] += len(tuning.points[0]) - len(marks)
     return counts
 
 
@@ -217,11 +235,25 @@ class Comparison:
                          f"under its half-width), so every method ran "
                          f"{len(self.close_call_seeds)} more.")
         if knobs and any("†" in line for line in lines[2:]):
-            notes.append("† at the edge of its tuning grid (after widening).")
+            notes.append("† at the edge of its tuning grid after the last widening round.")
+        if knobs and any("⊥" in line for line in lines[2:]):
+            notes.append("⊥ at a bound of the knob's range (no admissible value beyond it, e.g. "
+                         "inflation 1 or model error 0): no wider grid can move it.")
         if knobs and any("‡" in line for line in lines[2:]):
             notes.append("‡ every point of its grid diverged on the tuning trials; the one that "
                          "survived longest is shown.")
         return "\n".join(lines) + "\n\n" + " ".join(notes)
+
+    def edge_marks(self, label: str) -> dict:
+        """Knob name -> ``"†"`` or ``"⊥"`` for each tuned knob of ``label`` whose chosen value
+        sits at an edge of its final grid: † where a wider grid exists (the widening rounds
+        ran out), ⊥ at a bound of the knob's range (:func:`~.tuning.at_bound_of`). Empty
+        when every tuned knob is interior."""
+        tuning, method = self.tunings[label], self.methods[label]
+        grid = tuning.grid if tuning.grid is not None else method.tuning_grid()
+        knobs = self.results[label].knobs
+        return {k: "⊥" if at_bound_of(method, grid, knobs, k) else "†"
+                for k, v in knobs.items() if k in grid and at_edge_of(grid, k, v)}
 
     def _knobs_cell(self, label: str, r: MethodResult) -> str:
         tuning = self.tunings[label]
@@ -229,7 +261,8 @@ class Comparison:
         n_tuning = len(self.tuning_seeds)
         failed = (bool(tuning.points) and tuning.diverged is not None
                   and bool(np.all(np.asarray(tuning.diverged) >= n_tuning)))
-        cell = ", ".join(f"{k} {_short(v)}" + (" †" if at_edge_of(grid, k, v) else "")
+        marks = self.edge_marks(label)
+        cell = ", ".join(f"{k} {_short(v)}" + (f" {marks[k]}" if k in marks else "")
                          for k, v in r.knobs.items() if k in grid) or "fixed"
         return cell + (" ‡" if failed else "")
 

@@ -1,7 +1,8 @@
 """The tuning rule of the harness, once: a grid point's score (:func:`tuning_scores`, a
 diverged trial counted as a loss), ties within ``Method.tie_rtol`` and how they are broken
 (:func:`tied`, :func:`choose`), widening along the line through an edge choice
-(:func:`search`), and :func:`check_tuning`, which refuses a stored tuning that this rule
+(:func:`search`, :func:`step_beyond`; an edge with no admissible value beyond it is a bound of
+the knob's range, :func:`at_bound_of`), and :func:`check_tuning`, which refuses a stored tuning that this rule
 could not have made."""
 
 from __future__ import annotations
@@ -33,40 +34,70 @@ def tuning_scores(rmse: np.ndarray, climate_std: float | None = None) -> np.ndar
     return np.where(ran, rmse, loss).mean(axis=1)
 
 
+#: how often a refused step beyond an edge is halved towards the edge before the axis counts
+#: as ending at a bound of its knob's range (eps_b 0.8 with 0.5 beside it: 1.28 and 1.04 are
+#: refused, 0.92 is scored)
+HALVINGS = 4
+
+
+def step_beyond(method: Method, grid: Mapping, chosen: Mapping, name: str) -> float | None:
+    """The value one step beyond the edge of axis ``name`` of ``grid`` where ``chosen[name]``
+    sits, along the line through the chosen point (see ``Method.widen``): the edge's ratio
+    to its neighbour when both are positive and at least 1.5 apart, else their difference.
+    A step the filter's checks refuse or warn about (eps_b at or above 1, deflation below
+    inflation 1) is halved towards the edge up to :data:`HALVINGS` times. None when the
+    choice is interior, the axis is not a float axis of two or more values, or no admissible
+    value lies beyond the edge: the edge is a *bound* of the knob's range (an additive knob
+    at 0, inflation 1), which no wider grid can move."""
+    values = grid[name]
+    if len(values) < 2 or not all(isinstance(v, float) for v in values):
+        return None
+    ordered = sorted(values)
+    if chosen[name] == ordered[-1]:
+        inner, edge = ordered[-2], ordered[-1]
+    elif chosen[name] == ordered[0]:
+        inner, edge = ordered[1], ordered[0]
+    else:
+        return None
+    if edge == 0.0:  # an additive knob's floor: the sign of its steps is not the grid's
+        return None
+    if inner > 0 and edge > 0 and max(inner, edge) / min(inner, edge) >= 1.5:
+        value = edge * (edge / inner)
+    else:
+        value = edge + (edge - inner)
+    for _ in range(HALVINGS + 1):
+        value = float(f"{value:.6g}")
+        if _admissible(method, chosen, name, value, edge, values):
+            return value
+        value = edge + (value - edge) / 2
+    return None
+
+
+def _admissible(method: Method, chosen: Mapping, name: str, value: float, edge: float,
+                values) -> bool:
+    """Whether ``value`` may be scored beyond ``edge`` on axis ``name``: new, on the edge's
+    side of zero, no deflation, and passing the filter's checks without a warning."""
+    if value in values or (value > 0) != (edge > 0):
+        return False
+    if name == "inflation" and value < 1.0 <= edge:  # no widening into deflation
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            registry.get(method.filter).check_knobs(dict(method.knobs) | dict(chosen)
+                                                    | {name: value})
+            if name in registry.CYCLE_KNOBS:
+                _checks.non_negative(name, value)
+    except (ValueError, TypeError, Warning):
+        return False
+    return True
+
+
 def _widened(method: Method, grid: dict, chosen: Mapping) -> dict:
     """The axes of ``grid`` (name -> values) whose chosen value sits at an edge, each with the
-    value one step beyond it (see ``Method.widen``); empty when none can be widened."""
-    spec = registry.get(method.filter)
-    beyond = {}
-    for name, values in grid.items():
-        if len(values) < 2 or not all(isinstance(v, float) for v in values):
-            continue
-        ordered = sorted(values)
-        if chosen[name] == ordered[-1]:
-            inner, edge = ordered[-2], ordered[-1]
-        elif chosen[name] == ordered[0]:
-            inner, edge = ordered[1], ordered[0]
-        else:
-            continue
-        if inner > 0 and edge > 0 and max(inner, edge) / min(inner, edge) >= 1.5:
-            value = edge * (edge / inner)
-        else:
-            value = edge + (edge - inner)
-        value = float(f"{value:.6g}")
-        if edge == 0.0 or (value > 0) != (edge > 0) or value in values:
-            continue
-        if name == "inflation" and value < 1.0 <= edge:  # no widening into deflation
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                spec.check_knobs(dict(method.knobs) | dict(chosen) | {name: value})
-                if name in registry.CYCLE_KNOBS:
-                    _checks.non_negative(name, value)
-        except (ValueError, TypeError, Warning):
-            continue
-        beyond[name] = value
-    return beyond
+    value one step beyond it (:func:`step_beyond`); empty when none can be widened."""
+    beyond = {name: step_beyond(method, grid, chosen, name) for name in grid}
+    return {name: value for name, value in beyond.items() if value is not None}
 
 
 def search(method: Method, score: Callable, climate_std: float | None = None) -> Tuning:
@@ -159,6 +190,15 @@ def at_edge_of(grid: Mapping, name: str, value) -> bool:
     values = grid[name]
     return (len(values) > 1 and all(_is_number(v) for v in values)
             and value in (min(values), max(values)))
+
+
+def at_bound_of(method: Method, grid: Mapping, chosen: Mapping, name: str) -> bool:
+    """Whether ``chosen[name]`` sits at an edge of ``grid[name]`` that is a bound of the knob's
+    range (:func:`step_beyond` finds no admissible value beyond it): a table marks it ⊥, not
+    †, since no wider grid could move the choice."""
+    return (at_edge_of(grid, name, chosen[name])
+            and all(isinstance(v, float) for v in grid[name])
+            and step_beyond(method, grid, chosen, name) is None)
 
 
 def check_tuning(method: Method, tuning: Tuning) -> None:

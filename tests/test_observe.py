@@ -109,3 +109,9 @@ def test_invert_clips_to_the_range_and_refuses_what_it_cannot_invert():
         observe.invert("arctan", y, margin=-0.1)
     with pytest.raises(ValueError, match="margin must be below"):  # the clip would invert
         observe.invert("arctan", y, margin=2.0)
+
+
+def test_a_named_operator_is_a_key_of_the_table_and_nothing_else():
+    assert all(observe.is_named(name) for name in observe.ELEMENTWISE)
+    for other in ("cubic", "callable", jnp.arctan, None, ["arctan"], b"arctan"):
+        assert not observe.is_named(other)

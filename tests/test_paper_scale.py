@@ -207,3 +207,9 @@ def test_a_calibration_measured_on_a_busy_machine_is_not_kept(tmp_path, monkeypa
     monkeypatch.delattr(os, "getloadavg")
     assert cost.machine_is_busy() is False
     cost.machine_is_busy.cache_clear()
+
+
+def test_elapsed_seconds_reads_the_records_times_with_their_offsets():
+    assert records.elapsed_seconds("2026-12-07T21:52:00+00:00", "2026-12-07T22:00:30+00:00") == 510
+    # the same instant written in another zone is no time at all
+    assert records.elapsed_seconds("2026-12-07T21:52:00+00:00", "2026-12-07T22:52:00+01:00") == 0

@@ -78,10 +78,16 @@ ELEMENTWISE: dict[str, Elementwise] = {
 OPERATORS: dict[str, Operator] = {name: op.h for name, op in ELEMENTWISE.items()}
 
 
+def is_named(obs) -> bool:
+    """Whether ``obs`` names an operator of :data:`ELEMENTWISE` (a string key of it; a
+    callable, or any other string, is not)."""
+    return isinstance(obs, str) and obs in ELEMENTWISE
+
+
 def elementwise(obs) -> Elementwise:
     """The :class:`Elementwise` entry of a named operator; ``ValueError`` for anything else
     (a callable has no known inverse)."""
-    if isinstance(obs, str) and obs in ELEMENTWISE:
+    if is_named(obs):
         return ELEMENTWISE[obs]
     raise ValueError(f"obs must be one of {sorted(ELEMENTWISE)} here, got {obs!r}")
 

@@ -47,7 +47,7 @@ class Record(NamedTuple):
         ones (a resumed run reuses their finished work, so its cost is the sum). An attempt
         killed without a word (no end recorded) is not counted: see :meth:`summary`."""
         attempts = self.run.get("earlier_attempts", []) + [self.run]
-        return sum(_seconds(a["started"], a["ended"]) for a in attempts
+        return sum(elapsed_seconds(a["started"], a["ended"]) for a in attempts
                    if "started" in a and "ended" in a)
 
     def summary(self) -> dict[str, Any]:
@@ -64,7 +64,9 @@ class Record(NamedTuple):
                 "hours": self.wall_seconds() / 3600}
 
 
-def _seconds(start: str, end: str) -> float:
+def elapsed_seconds(start: str, end: str) -> float:
+    """Seconds from ``start`` to ``end``, two ISO 8601 times as a record stores them
+    (``"2026-12-07T21:52:00+00:00"``)."""
     return (_dt.datetime.fromisoformat(end) - _dt.datetime.fromisoformat(start)).total_seconds()
 
 

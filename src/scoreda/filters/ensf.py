@@ -137,7 +137,7 @@ def default_clip(clip, integrator: str, obs) -> float:
     exponential integrator with ``"identity"`` or ``"arctan"``, else the reference's 1000."""
     if clip is not None:
         return clip
-    if integrator == "exponential" and isinstance(obs, str) and obs in observe.ELEMENTWISE:
+    if integrator == "exponential" and observe.is_named(obs):
         return math.inf
     return REFERENCE_CLIP
 
@@ -150,7 +150,7 @@ def _prepare(ensemble, y, obs_std, obs, mask, knobs: dict):
         raise ValueError(f"ensemble must have shape (N, d) with N, d >= 1, got {ensemble.shape}")
     d = ensemble.shape[1]
     _checks.observation_shapes(y, mask, d)
-    if not (callable(obs) or (isinstance(obs, str) and obs in observe.ELEMENTWISE)):
+    if not (callable(obs) or observe.is_named(obs)):
         raise ValueError(f"obs must be one of {tuple(observe.ELEMENTWISE)} or a callable, "
                          f"got {obs!r}")
     check_knobs(**knobs)

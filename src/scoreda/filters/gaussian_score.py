@@ -138,7 +138,7 @@ def _jacobian(obs, h):
     :data:`scoreda.observe.ELEMENTWISE`), ``(N, d, d)`` for a callable (``jax.jacfwd``)."""
     if obs == "identity":
         return lambda xh: jnp.ones((1, xh.shape[1]), xh.dtype)
-    if obs in observe.ELEMENTWISE:  # obs is "callable" for a callable h
+    if observe.is_named(obs):  # obs is "callable" for a callable h
         return observe.ELEMENTWISE[obs].slope
     return jax.vmap(jax.jacfwd(h))
 

@@ -115,7 +115,7 @@ def likelihood_score(z, y, obs_std, obs: str | Callable = "identity", mask=None,
     m = 1.0 if mask is None else jnp.asarray(mask, z.dtype)
     inv_var = 1.0 / obs_std**2
     if not callable(obs):
-        if not (isinstance(obs, str) and obs in observe.ELEMENTWISE):
+        if not observe.is_named(obs):
             raise ValueError(f"obs must be one of {sorted(observe.ELEMENTWISE)} or a callable, "
                              f"got {obs!r}")
         op = observe.ELEMENTWISE[obs]

@@ -247,7 +247,7 @@ class Comparison:
     def edge_marks(self, label: str) -> dict:
         """Knob name -> ``"†"`` or ``"⊥"`` for each tuned knob of ``label`` whose chosen value
         sits at an edge of its final grid: † where a wider grid exists (the widening rounds
-        ran out), ⊥ at a bound of the knob's range (:func:`~.tuning.at_bound_of`). Empty
+        ran out), ⊥ at a bound of the knob's range (:func:`~scoreda.experiments.compare.at_bound_of`). Empty
         when every tuned knob is interior."""
         tuning, method = self.tunings[label], self.methods[label]
         grid = tuning.grid if tuning.grid is not None else method.tuning_grid()

@@ -45,7 +45,7 @@ def step_beyond(method: Method, grid: Mapping, chosen: Mapping, name: str) -> fl
     sits, along the line through the chosen point (see ``Method.widen``): the edge's ratio
     to its neighbour when both are positive and at least 1.5 apart, else their difference.
     A step the filter's checks refuse or warn about (eps_b at or above 1, deflation below
-    inflation 1) is halved towards the edge up to :data:`HALVINGS` times. None when the
+    inflation 1) is halved towards the edge up to ``HALVINGS`` (4) times. None when the
     choice is interior, the axis is not a float axis of two or more values, or no admissible
     value lies beyond the edge: the edge is a *bound* of the knob's range (an additive knob
     at 0, inflation 1), which no wider grid can move."""

@@ -423,6 +423,10 @@ def test_a_refused_step_is_halved_and_a_bound_is_not_an_edge():
     at_top = {"inflation": 1.1, "model_error": 0.1}
     assert compare.step_beyond(letkf, g, at_top, "inflation") == pytest.approx(1.2)
     assert not compare.at_bound_of(letkf, g, at_top, "model_error")
+    with pytest.raises(ValueError, match="'radius' must be an axis"):
+        compare.step_beyond(letkf, g, at_floor, "radius")
+    with pytest.raises(ValueError, match="knob of the chosen point"):
+        compare.step_beyond(letkf, g, {"inflation": 1.0}, "model_error")
     # an integer axis is never widened, and its edge is an edge, not a bound
     steps = compare.Method("EnSF", "EnSF", grid={"n_steps": (50, 100)}, widen=0)
     assert not compare.at_bound_of(steps, steps.tuning_grid(), {"n_steps": 50}, "n_steps")

@@ -49,6 +49,9 @@ def step_beyond(method: Method, grid: Mapping, chosen: Mapping, name: str) -> fl
     choice is interior, the axis is not a float axis of two or more values, or no admissible
     value lies beyond the edge: the edge is a *bound* of the knob's range (an additive knob
     at 0, inflation 1), which no wider grid can move."""
+    if name not in grid or name not in chosen:
+        raise ValueError(f"{name!r} must be an axis of the grid {sorted(grid)} and a knob of "
+                         f"the chosen point {sorted(chosen)}")
     values = grid[name]
     if len(values) < 2 or not all(isinstance(v, float) for v in values):
         return None

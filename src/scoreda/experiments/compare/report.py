@@ -57,7 +57,7 @@ def edge_counts(comparisons) -> dict[str, int]:
             marks = c.edge_marks(label)
             for mark in marks.values():
                 counts[mark] += 1
-            counts["interior"] += len(tuning.points[0]) - len(marks)
+            counts["interior"] += len(c._final_grid(label)) - len(marks)
     return counts
 
 
@@ -247,17 +247,21 @@ class Comparison:
     def edge_marks(self, label: str) -> dict:
         """Knob name -> ``"†"`` or ``"⊥"`` for each tuned knob of ``label`` whose chosen value
         sits at an edge of its final grid: † where a wider grid exists (the widening rounds
-        ran out), ⊥ at a bound of the knob's range (:func:`~scoreda.experiments.compare.at_bound_of`). Empty
-        when every tuned knob is interior."""
-        tuning, method = self.tunings[label], self.methods[label]
-        grid = tuning.grid if tuning.grid is not None else method.tuning_grid()
-        knobs = self.results[label].knobs
-        return {k: "⊥" if at_bound_of(method, grid, knobs, k) else "†"
+        ran out), ⊥ at a bound of the knob's range
+        (:func:`~scoreda.experiments.compare.at_bound_of`). Empty when every tuned knob is
+        interior."""
+        grid, knobs = self._final_grid(label), self.results[label].knobs
+        return {k: "⊥" if at_bound_of(self.methods[label], grid, knobs, k) else "†"
                 for k, v in knobs.items() if k in grid and at_edge_of(grid, k, v)}
 
-    def _knobs_cell(self, label: str, r: MethodResult) -> str:
+    def _final_grid(self, label: str) -> dict:
+        """The grid ``label`` was finally tuned over (its method's, where the tuning stored
+        none)."""
         tuning = self.tunings[label]
-        grid = tuning.grid if tuning.grid is not None else self.methods[label].tuning_grid()
+        return tuning.grid if tuning.grid is not None else self.methods[label].tuning_grid()
+
+    def _knobs_cell(self, label: str, r: MethodResult) -> str:
+        tuning, grid = self.tunings[label], self._final_grid(label)
         n_tuning = len(self.tuning_seeds)
         failed = (bool(tuning.points) and tuning.diverged is not None
                   and bool(np.all(np.asarray(tuning.diverged) >= n_tuning)))

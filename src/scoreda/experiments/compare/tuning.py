@@ -1,9 +1,9 @@
 """The tuning rule of the harness, once: a grid point's score (:func:`tuning_scores`, a
 diverged trial counted as a loss), ties within ``Method.tie_rtol`` and how they are broken
 (:func:`tied`, :func:`choose`), widening along the line through an edge choice
-(:func:`search`, :func:`step_beyond`; an edge with no admissible value beyond it is a bound of
-the knob's range, :func:`at_bound_of`), and :func:`check_tuning`, which refuses a stored tuning that this rule
-could not have made."""
+(:func:`search`, :func:`step_beyond`; an edge with no admissible value beyond it is a bound
+of the knob's range, :func:`at_bound_of`), and :func:`check_tuning`, which refuses a stored
+tuning that this rule could not have made."""
 
 from __future__ import annotations
 
